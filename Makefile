@@ -1,0 +1,48 @@
+# storyloom: `make demo` runs the whole pipeline offline, `make test` runs every check.
+# Both create the environment (.venv) from the lock file first; nothing outside the
+# project is written: Prefect's home, the database and the media live under var/.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PREFECT_HOME := $(CURDIR)/var/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: demo test lint typecheck unit ui bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "storyloom needs Python 3.11 or newer (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/storyloom demo
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy storyloom flows tasks deployments
+
+ui: $(STAMP)
+	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+# Re-pin dependencies after editing pyproject.toml (needs uv: pip install uv).
+lock:
+	uv pip compile pyproject.toml --group dev --universal --python-version 3.11 \
+		--generate-hashes --no-header --quiet -o requirements.lock
+
+clean:
+	rm -rf var .mypy_cache .pytest_cache .ruff_cache

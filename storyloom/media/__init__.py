@@ -1,0 +1,1 @@
+"""Where generated files go: local.py (the default) or cloudinary.py, one folder layout."""

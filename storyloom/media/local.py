@@ -1,0 +1,59 @@
+"""Media as files under one folder, in the same layout Cloudinary gets."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from storyloom.media.base import MediaKind, StoredMedia, story_prefix
+
+
+class LocalMediaStore:
+    """`{root}/stories/{id}/images/page-01.png`; each write replaces the file atomically."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path_for(self, public_id: str, extension: str) -> Path:
+        path = (self.root / f"{public_id}.{extension}").resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"public id escapes the media folder: {public_id!r}")
+        return path
+
+    def put(
+        self, public_id: str, data: bytes, *, kind: MediaKind, extension: str
+    ) -> StoredMedia:
+        path = self.path_for(public_id, extension)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename over it: a reader sees the old file or the
+        # new one, never half of one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        version = hashlib.sha256(data).hexdigest()[:12]
+        url = f"{path.as_uri()}?v={version}"
+        return StoredMedia(
+            public_id=public_id,
+            url=url,
+            version=version,
+            bytes=len(data),
+            thumbnail_url=url if kind == "image" else "",
+        )
+
+    def delete_story(self, story_id: str) -> int:
+        folder = self.root / story_prefix(story_id)
+        if not folder.is_dir():
+            return 0
+        count = sum(1 for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+        return count

@@ -1,0 +1,227 @@
+"""The story, its generation config and its outputs; all input validation lives here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+LANGUAGES: tuple[str, ...] = (
+    "bn-IN", "en-IN", "gu-IN", "hi-IN", "kn-IN", "ml-IN",
+    "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN",
+)  # fmt: skip
+Language = Literal[
+    "bn-IN", "en-IN", "gu-IN", "hi-IN", "kn-IN", "ml-IN",
+    "mr-IN", "od-IN", "pa-IN", "ta-IN", "te-IN",
+]  # fmt: skip
+
+PRESET_PAGE_COUNTS: tuple[int, ...] = (4, 8, 12, 16, 20)
+MAX_PAGES = 200
+
+# A story id becomes a folder name and a Cloudinary public-id segment: nothing else passes.
+StoryId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
+Text = Annotated[str, StringConstraints(strip_whitespace=True)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class LifeStage(StrEnum):
+    """The seven stages of a life, in the order a life story is told."""
+
+    ORIGINS = "origins"
+    CHILDHOOD = "childhood"
+    YOUTH = "youth"
+    COMING_OF_AGE = "coming_of_age"
+    LOVE_AND_FAMILY = "love_and_family"
+    WORK_AND_PURPOSE = "work_and_purpose"
+    LEGACY = "legacy"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").capitalize()
+
+
+class Tone(StrEnum):
+    WARM = "warm"
+    NOSTALGIC = "nostalgic"
+    REFLECTIVE = "reflective"
+    JOYFUL = "joyful"
+    HUMOROUS = "humorous"
+    INSPIRATIONAL = "inspirational"
+    FORMAL = "formal"
+
+
+class Audience(StrEnum):
+    CHILDREN = "children"
+    YOUNG_ADULTS = "young_adults"
+    ADULTS = "adults"
+    FAMILY = "family"
+
+
+class ImageStyle(StrEnum):
+    REALISTIC = "realistic"
+    ARTISTIC = "artistic"
+    MINIMALIST = "minimalist"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LifeStory(_Strict):
+    """A person's memories, sorted into the seven stages of a life."""
+
+    id: StoryId
+    kind: Literal["life"]
+    title: Title
+    language: Language
+    stages: dict[LifeStage, list[Text]]
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _memories_as_lists(cls, value: object) -> object:
+        # A stage may be written as one text or as a list of memories.
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _drop_blank_memories(cls, stages: dict[LifeStage, list[str]]) -> dict[LifeStage, list[str]]:
+        kept = {stage: [m for m in stages.get(stage, []) if m] for stage in LifeStage}
+        if not any(kept.values()):
+            raise ValueError("every stage is empty: write at least one memory")
+        return kept
+
+    def material(self) -> list[tuple[str, str]]:
+        """The non-empty stages in life order, as (key, text) pairs."""
+        return [(stage.value, "\n\n".join(m)) for stage, m in self.stages.items() if m]
+
+
+class CreativeStory(_Strict):
+    """The premise and raw content of a creative story."""
+
+    id: StoryId
+    kind: Literal["creative"]
+    title: Title
+    language: Language
+    premise: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+    content: Text = ""
+
+    def material(self) -> list[tuple[str, str]]:
+        return [("premise", self.premise)] + ([("content", self.content)] if self.content else [])
+
+
+Story = Annotated[LifeStory | CreativeStory, Field(discriminator="kind")]
+STORY_ADAPTER: TypeAdapter[LifeStory | CreativeStory] = TypeAdapter(Story)
+
+
+def parse_story(raw: str | bytes) -> LifeStory | CreativeStory:
+    """Parse and validate a story file's JSON; raises pydantic.ValidationError."""
+    return STORY_ADAPTER.validate_json(raw)
+
+
+class GenerationConfig(_Strict):
+    """How to turn a story into a book; validated before any work starts, saved with it."""
+
+    pages: int = Field(8, ge=1, le=MAX_PAGES, description="4, 8, 12, 16, 20 or any 1-200")
+    words_per_page: int = Field(250, ge=50, le=1000)
+    tone: Tone = Tone.WARM
+    audience: Audience = Audience.FAMILY
+    improve_grammar: bool = True
+    images: bool = True
+    image_style: ImageStyle = ImageStyle.ARTISTIC
+    image_count: int | None = Field(
+        None, ge=1, le=MAX_PAGES, description="illustrations; default one per page"
+    )
+    narration_languages: list[Language] | None = Field(
+        None, description="default: the story's language; [] for no narration"
+    )
+
+    @field_validator("narration_languages")
+    @classmethod
+    def _unique_languages(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a language is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _images_fit_pages(self) -> GenerationConfig:
+        if self.image_count is not None and self.image_count > self.pages:
+            raise ValueError(
+                f"image_count ({self.image_count}) is more than pages ({self.pages})"
+            )
+        return self
+
+    @property
+    def total_words(self) -> int:
+        return self.pages * self.words_per_page
+
+    @property
+    def illustrations(self) -> int:
+        """How many illustrations this config asks for."""
+        if not self.images:
+            return 0
+        return self.image_count if self.image_count is not None else self.pages
+
+    def for_story(self, story: LifeStory | CreativeStory) -> GenerationConfig:
+        """The config with its defaults resolved against the story (what gets saved)."""
+        languages = self.narration_languages
+        return self.model_copy(
+            update={
+                "image_count": self.illustrations if self.images else self.image_count,
+                "narration_languages": [story.language] if languages is None else languages,
+            }
+        )
+
+
+class Page(_Strict):
+    number: int = Field(ge=1)
+    text: str
+    words: int = Field(ge=0)
+
+
+class Illustration(_Strict):
+    position: int = Field(ge=1, description="1 is the banner and thumbnail")
+    page_number: int = Field(ge=1)
+    prompt: str
+    public_id: str
+    url: str
+    thumbnail_url: str
+    width: int
+    height: int
+    version: str = ""
+
+    @property
+    def is_banner(self) -> bool:
+        return self.position == 1
+
+
+class AudioChapter(_Strict):
+    language: Language
+    position: int = Field(ge=1)
+    title: str
+    text: str
+    first_page: int = Field(ge=1)
+    duration_seconds: float = Field(ge=0)
+    public_id: str
+    url: str
+    version: str = ""
+
+
+class Usage(_Strict):
+    """What one provider call cost: calls, tokens (text models), characters (speech)."""
+
+    provider: str
+    calls: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    characters: int = 0

@@ -1,0 +1,1 @@
+"""Text, image and speech models behind small protocols (base.py); offline.py is the default."""

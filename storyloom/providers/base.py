@@ -1,0 +1,142 @@
+"""The small protocols every provider implements, and the values they exchange.
+
+A writer turns raw material into text, an illustrator draws, a speaker speaks, a
+translator translates. Each has an offline implementation (offline.py) and a real one;
+the rest of storyloom only sees these protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from storyloom.models import Audience, ImageStyle, Language, Tone, Usage
+
+
+@dataclass(frozen=True)
+class SectionBrief:
+    """Everything a writer needs to write one section of the book."""
+
+    story_id: str
+    title: str
+    kind: str  # "life" or "creative"
+    language: Language
+    key: str  # a life stage ("childhood") or a creative part ("part-2")
+    heading: str
+    material: str  # the teller's raw words for this section
+    target_words: int
+    tone: Tone
+    audience: Audience
+    position: int  # 1-based
+    of: int  # number of sections in the book
+    beats: tuple[str, ...] = ()  # what the outline says this section covers
+    premise: str = ""  # creative stories: the premise every section must serve
+
+
+@dataclass(frozen=True)
+class Written:
+    text: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Outline:
+    sections: list[SectionBrief]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class IllustrationPlan:
+    prompts: list[str]  # one per requested illustration, in order
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    style: ImageStyle
+    aspect_ratio: str = "4:3"
+    # The first illustration, passed to later ones so the characters stay the same.
+    reference_png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Picture:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Speech:
+    wav: bytes
+    usage: Usage
+
+
+@runtime_checkable
+class Writer(Protocol):
+    name: str
+
+    def outline(self, sections: list[SectionBrief]) -> Outline:
+        """Give each planned section a heading and beats (the briefs come with budgets)."""
+        ...
+
+    def write_section(self, brief: SectionBrief) -> Written:
+        """Write one section of about brief.target_words words."""
+        ...
+
+    def adjust_length(self, brief: SectionBrief, text: str) -> Written:
+        """Rewrite a section that missed its length so it has about brief.target_words."""
+        ...
+
+    def proofread(self, brief: SectionBrief, text: str) -> Written:
+        """The grammar pass: fix grammar and punctuation, keep meaning and length."""
+        ...
+
+    def plan_illustrations(
+        self, title: str, page_texts: list[str], style: ImageStyle
+    ) -> IllustrationPlan:
+        """One image prompt per given page text."""
+        ...
+
+
+@runtime_checkable
+class Illustrator(Protocol):
+    name: str
+
+    def draw(self, request: ImageRequest) -> Picture: ...
+
+
+@runtime_checkable
+class Speaker(Protocol):
+    name: str
+    max_chars: int  # the longest text one request may carry
+
+    def speak(self, text: str, language: Language) -> Speech:
+        """Speak text (at most max_chars characters) as a mono 16-bit WAV."""
+        ...
+
+    def seconds_per_char(self, language: Language) -> float:
+        """A planning estimate of speaking time per character; audio is measured after."""
+        ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    name: str
+    max_chars: int
+
+    def translate(self, text: str, source: Language, target: Language) -> Written: ...
+
+
+@dataclass
+class Providers:
+    """The providers serving one run, chosen by storyloom.providers.select."""
+
+    writer: Writer
+    illustrator: Illustrator
+    speaker: Speaker
+    translator: Translator
+    notes: dict[str, str] = field(default_factory=dict)  # role -> "offline" / "real: ..."

@@ -1,0 +1,83 @@
+"""Every knob and secret of storyloom, in one pydantic-settings class."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Choice = Literal["auto", "offline", "real"]
+
+
+class Settings(BaseSettings):
+    """Read from STORYLOOM_* variables (and a .env file); provider keys by their usual names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STORYLOOM_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    home: Path = Field(Path("var"), description="where the embedded default keeps its files")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite under home")
+    media_root: Path | None = Field(None, description="local media folder; default home/media")
+
+    # Which provider serves each role: 'auto' is the real one when its key is set.
+    text_provider: Choice = "auto"
+    image_provider: Choice = "auto"
+    speech_provider: Choice = "auto"
+    media_provider: Choice = "auto"
+
+    gemini_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "STORYLOOM_GEMINI_API_KEY", "GEMINI_API_KEY", "GOOGLE_GENERATIVE_AI_API_KEY"
+        ),
+    )
+    gemini_base_url: str | None = None
+    gemini_api_version: str = "v1beta"
+    gemini_text_model: str = "gemini-2.5-flash"
+    gemini_image_model: str = "gemini-3.1-flash-image"
+    gemini_image_aspect_ratio: str = "4:3"
+    gemini_image_size: str = "1K"
+    gemini_timeout_seconds: float = 120.0
+
+    sarvam_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("STORYLOOM_SARVAM_API_KEY", "SARVAM_API_KEY")
+    )
+    sarvam_base_url: str = "https://api.sarvam.ai"
+    sarvam_tts_model: str = "bulbul:v3"
+    sarvam_speaker: str = ""
+    sarvam_translate_model: str = "sarvam-translate:v1"
+    sarvam_sample_rate: int = 24000
+    sarvam_timeout_seconds: float = 60.0
+
+    cloudinary_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("STORYLOOM_CLOUDINARY_URL", "CLOUDINARY_URL")
+    )
+
+    # Narration chapters: aim for this many seconds, never plan one over the maximum.
+    chapter_seconds: float = Field(60.0, gt=5)
+    chapter_max_seconds: float = Field(75.0, gt=5)
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'storyloom.db'}"
+        if self.media_root is None:
+            self.media_root = self.home / "media"
+        if self.chapter_max_seconds < self.chapter_seconds:
+            raise ValueError("chapter_max_seconds is less than chapter_seconds")
+        return self
+
+    @property
+    def media_dir(self) -> Path:
+        assert self.media_root is not None  # set by _derive_paths
+        return self.media_root
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
