@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     chapter_seconds: float = Field(60.0, gt=5)
     chapter_max_seconds: float = Field(75.0, gt=5)
 
+    # Retries of paid calls: only transient errors, exponential backoff with jitter, and
+    # never sooner than the server asked (Retry-After). retry_wait_scale=0 turns all
+    # waiting off, for tests (the waits asked for are still recorded).
+    retries: int = Field(4, ge=0, le=10)
+    retry_base_seconds: float = Field(2.0, ge=0)
+    retry_wait_scale: float = Field(1.0, ge=0)
+    max_retry_after_seconds: float = Field(300.0, gt=0)
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         if not self.database_url:

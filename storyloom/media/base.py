@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from storyloom.models import Language
+from pydantic import TypeAdapter, ValidationError
+
+from storyloom.models import Language, StoryId
 
 MediaKind = Literal["image", "audio"]
+_STORY_ID: TypeAdapter[str] = TypeAdapter(StoryId)
 
 
-def image_public_id(story_id: str, position: int) -> str:
-    """`stories/{id}/images/page-03`: deterministic, so a repeat overwrites."""
-    return f"stories/{story_id}/images/page-{position:02d}"
+def image_public_id(story_id: str, page_number: int) -> str:
+    """`stories/{id}/images/page-03`, the picture for page 3: a repeat overwrites it."""
+    return f"stories/{story_id}/images/page-{page_number:02d}"
 
 
 def audio_public_id(story_id: str, language: Language, position: int) -> str:
@@ -20,6 +23,11 @@ def audio_public_id(story_id: str, language: Language, position: int) -> str:
 
 
 def story_prefix(story_id: str) -> str:
+    """`stories/{id}/`; refuses anything but a story id, which could widen a delete."""
+    try:
+        _STORY_ID.validate_python(story_id)
+    except ValidationError:
+        raise ValueError(f"not a story id: {story_id!r}") from None
     return f"stories/{story_id}/"
 
 

@@ -51,7 +51,7 @@ class LocalMediaStore:
         )
 
     def delete_story(self, story_id: str) -> int:
-        folder = self.root / story_prefix(story_id)
+        folder = self.root / story_prefix(story_id)  # refuses ids that would widen it
         if not folder.is_dir():
             return 0
         count = sum(1 for p in folder.rglob("*") if p.is_file())

@@ -1,0 +1,142 @@
+"""Flow `illustrations`: plan the prompts, draw each image, store it; the first is the banner.
+
+Runs as a child of `story` (into that run's generation) or on its own, to redraw the
+pictures of a finished story without touching its text or narration.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel
+
+from flows.progress import Progress
+from flows.publishing import Generation, open_generation
+from storyloom import report, services
+from storyloom.media.base import StoredMedia, image_public_id
+from storyloom.models import Illustration, ImageStyle, Usage
+from storyloom.providers.base import ImageRequest, Picture
+from storyloom.settings import get_settings
+from storyloom.writing import illustration_pages
+from tasks.illustrations import draw_image
+from tasks.media import store_media
+from tasks.writing import plan_illustrations
+
+
+class IllustrationsResult(BaseModel):
+    story_id: str
+    generation_id: str
+    illustrations: int
+    failed_pages: list[int]
+    banner_url: str | None
+    usage: list[Usage]
+
+
+@flow(name="illustrations", description="Draw and store a story's illustrations.")
+def illustrations(
+    story_id: str,
+    generation_id: str | None = None,
+    image_style: ImageStyle | None = None,
+    image_count: int | None = None,
+) -> IllustrationsResult:
+    """Illustrate a story: into `generation_id` if given, else as a new generation."""
+    with open_generation(
+        story_id,
+        generation_id,
+        copy=("pages", "chapters"),
+        overrides={"image_style": image_style, "image_count": image_count, "images": True},
+    ) as gen:
+        result = _illustrate(gen)
+        gen.add_usage(result.usage)
+        return result
+
+
+def _illustrate(gen: Generation) -> IllustrationsResult:
+    logger = get_run_logger()
+    config, pages = gen.config, gen.pages()
+    numbers = illustration_pages(len(pages), config.illustrations) if config.illustrations else []
+    progress = Progress(
+        "illustrations", gen.story_id, 1 + 2 * len(numbers), f"{len(numbers)} illustrations"
+    )
+    providers, media = services.providers(), services.media()
+    usage: list[Usage] = []
+    items: list[Illustration] = []
+    failed: list[int] = []
+
+    def settled(future: PrefectFuture[Picture], page: int) -> Picture | None:
+        # One failed image never sinks the rest: log it and go on without it.
+        future.wait()
+        progress.advance(f"page {page} drawn")
+        if future.state.is_completed():
+            return future.result()
+        logger.warning("page %d: the illustration failed and is skipped: %s",
+                       page, future.state.message)  # fmt: skip
+        failed.append(page)
+        return None
+
+    if numbers:
+        via = providers.notes["image"]
+        plan = plan_illustrations(
+            gen.story.title, [pages[n - 1].text for n in numbers], config.image_style,
+            providers.notes["text"],
+        )  # fmt: skip
+        usage.append(plan.usage)
+        progress.advance("prompts planned")
+        aspect = get_settings().gemini_image_aspect_ratio
+
+        def request(prompt: str, reference: Picture | None) -> ImageRequest:
+            return ImageRequest(
+                prompt, config.image_style, aspect, reference.data if reference else None
+            )
+
+        # The first picture is drawn alone: the others get it as their reference so the
+        # characters stay the same. If it fails, the others are drawn without one.
+        first = settled(draw_image.submit(request(plan.prompts[0], None), via), numbers[0])
+        rest = [draw_image.submit(request(p, first), via) for p in plan.prompts[1:]]
+        pictures = [first] + [settled(f, n) for f, n in zip(rest, numbers[1:], strict=True)]
+
+        uploads: list[tuple[int, str, Picture, PrefectFuture[StoredMedia]]] = []
+        for number, prompt, picture in zip(numbers, plan.prompts, pictures, strict=True):
+            if picture is not None:
+                usage.append(picture.usage)
+                public_id = image_public_id(gen.story_id, number)
+                future = store_media.submit(public_id, picture.data, "image", "png", media.name)
+                uploads.append((number, prompt, picture, future))
+        for number, prompt, picture, upload in uploads:
+            upload.wait()
+            progress.advance(f"page {number} stored")
+            if not upload.state.is_completed():
+                logger.warning("page %d: storing the illustration failed: %s",
+                               number, upload.state.message)  # fmt: skip
+                failed.append(number)
+                continue
+            stored = upload.result()
+            items.append(
+                Illustration(
+                    position=len(items) + 1,  # 1, the first one stored, is the banner
+                    page_number=number,
+                    prompt=prompt,
+                    public_id=stored.public_id,
+                    url=stored.url,
+                    thumbnail_url=stored.thumbnail_url or stored.url,
+                    width=picture.width,
+                    height=picture.height,
+                    version=stored.version,
+                )
+            )
+    gen.save_illustrations(items)
+    progress.finish(f"{len(items)} illustrations, {len(failed)} failed")
+    create_markdown_artifact(
+        report.illustrations_markdown(gen.story.title, items, sorted(failed)),
+        key=f"illustrations-{gen.story_id}",
+        description=f"Illustrations of {gen.story.title}",
+    )
+    return IllustrationsResult(
+        story_id=gen.story_id,
+        generation_id=gen.id,
+        illustrations=len(items),
+        failed_pages=sorted(failed),
+        banner_url=items[0].url if items else None,
+        usage=usage,
+    )

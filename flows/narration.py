@@ -1,0 +1,149 @@
+"""Flow `narration`: per language, translate if needed, cut one-minute chapters, speak
+each chapter in pieces the speech API accepts, measure it, store it.
+
+Runs as a child of `story` (into that run's generation) or on its own, to narrate a
+finished story in one more language.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel
+
+from flows.progress import Progress
+from flows.publishing import Generation, open_generation
+from storyloom import report, services
+from storyloom.audio import join_wavs, wav_duration
+from storyloom.chapters import ChapterPlan, chapter_title, chunk_text, plan_chapters
+from storyloom.media.base import StoredMedia, audio_public_id
+from storyloom.models import AudioChapter, Language, Page, Usage
+from storyloom.providers.base import Speech
+from storyloom.settings import get_settings
+from tasks.media import store_media
+from tasks.narration import speak, translate
+
+# A short pause between the pieces of one chapter, where a sentence ended anyway.
+PIECE_GAP_SECONDS = 0.25
+
+
+class NarrationResult(BaseModel):
+    story_id: str
+    generation_id: str
+    chapters: dict[str, int]  # language -> chapters
+    seconds: dict[str, float]  # language -> seconds of audio
+    usage: list[Usage]
+
+
+@flow(name="narration", description="Narrate a story in chapters of about a minute.")
+def narration(
+    story_id: str,
+    languages: list[Language] | None = None,
+    generation_id: str | None = None,
+) -> NarrationResult:
+    """Narrate into `generation_id` if given, else as a new generation (keeping the rest)."""
+    overrides: dict[str, list[Language]] = {}
+    if generation_id is None and languages:
+        # On its own, this run adds (or redoes) languages: the book keeps the others.
+        current = services.store().book(story_id)
+        known = (current.config.narration_languages or []) if current else []
+        overrides["narration_languages"] = known + [lang for lang in languages if lang not in known]
+    with open_generation(
+        story_id, generation_id, copy=("pages", "illustrations", "chapters"), overrides=overrides
+    ) as gen:
+        result = _narrate(gen, languages)
+        gen.add_usage(result.usage)
+        return result
+
+
+def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
+    settings = get_settings()
+    languages = only if only is not None else (gen.config.narration_languages or [])
+    pages = gen.pages()
+    providers, media = services.providers(), services.media()
+    progress = Progress("narration", gen.story_id, len(languages), ", ".join(languages))
+    usage: list[Usage] = []
+    chapters_by_language: dict[Language, list[AudioChapter]] = {}
+
+    for language in languages:
+        texts, spent = _in_language(pages, gen.story.language, language)
+        usage += spent
+        plans = plan_chapters(
+            texts,
+            providers.speaker.seconds_per_char(language),
+            target_seconds=settings.chapter_seconds,
+            max_seconds=settings.chapter_max_seconds,
+        )
+        progress.grow(len(plans))
+        pieces = [
+            [speak.submit(chunk, language, providers.notes["speech"])
+             for chunk in chunk_text(plan.text, providers.speaker.max_chars)]
+            for plan in plans
+        ]  # fmt: skip
+        chapters: list[AudioChapter] = []
+        uploads: list[tuple[ChapterPlan, float, PrefectFuture[StoredMedia]]] = []
+        for plan, futures in zip(plans, pieces, strict=True):
+            speech: list[Speech] = [f.result() for f in futures]
+            usage += [s.usage for s in speech]
+            wav = join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS)
+            public_id = audio_public_id(gen.story_id, language, plan.position)
+            upload = store_media.submit(public_id, wav, "audio", "wav", media.name)
+            uploads.append((plan, wav_duration(wav), upload))
+        for plan, seconds, upload in uploads:
+            stored = upload.result()
+            chapters.append(
+                AudioChapter(
+                    language=language,
+                    position=plan.position,
+                    title=chapter_title(plan.position, language),
+                    text=plan.text,
+                    first_page=plan.first_page,
+                    duration_seconds=round(seconds, 3),
+                    public_id=stored.public_id,
+                    url=stored.url,
+                    version=stored.version,
+                )
+            )
+            progress.advance(f"{language} chapter {plan.position}")
+        gen.save_chapters(language, chapters)
+        chapters_by_language[language] = chapters
+        progress.advance(f"{language} done")
+
+    progress.finish(f"{sum(len(c) for c in chapters_by_language.values())} chapters")
+    create_markdown_artifact(
+        report.narration_markdown(gen.story.title, chapters_by_language),
+        key=f"narration-{gen.story_id}",
+        description=f"Narration of {gen.story.title}",
+    )
+    return NarrationResult(
+        story_id=gen.story_id,
+        generation_id=gen.id,
+        chapters={lang: len(c) for lang, c in chapters_by_language.items()},
+        seconds={
+            lang: round(sum(ch.duration_seconds for ch in c), 3)
+            for lang, c in chapters_by_language.items()
+        },
+        usage=usage,
+    )
+
+
+def _in_language(
+    pages: list[Page], source: Language, target: Language
+) -> tuple[list[tuple[int, str]], list[Usage]]:
+    """The pages' text in the target language, page by page so chapters keep their pages."""
+    if target == source:
+        return [(p.number, p.text) for p in pages], []
+    translator = services.providers().translator
+    futures = [
+        (page.number, [translate.submit(chunk, source, target, translator.name)
+                       for chunk in chunk_text(page.text, translator.max_chars)])
+        for page in pages
+    ]  # fmt: skip
+    texts: list[tuple[int, str]] = []
+    usage: list[Usage] = []
+    for number, parts in futures:
+        written = [f.result() for f in parts]
+        usage += [w.usage for w in written]
+        texts.append((number, " ".join(w.text for w in written)))
+    return texts, usage

@@ -1,0 +1,302 @@
+"""The `storyloom` command: add stories, generate books, look at them, run the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from storyloom.models import (
+    LANGUAGES,
+    Audience,
+    GenerationConfig,
+    ImageStyle,
+    Tone,
+    parse_story,
+)
+from storyloom.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
+stories_app = typer.Typer(no_args_is_help=True, help="Add, list and show stories.")
+app.add_typer(stories_app, name="stories")
+console = Console()
+err = Console(stderr=True)
+
+SAMPLES = Path(__file__).parent / "samples"
+BAD_INPUT = 2
+
+
+def _prepare_prefect() -> None:
+    # The embedded default keeps Prefect's database and results inside the project, not
+    # in the user's home, and keeps the console quiet (every log still reaches the UI).
+    os.environ.setdefault("PREFECT_HOME", str((get_settings().home / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def explain(error: ValidationError) -> list[str]:
+    """One line per problem, each naming the field (`stages.adulthood: unknown stage`)."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        loc = [str(part) for part in problem["loc"] if part != "[key]"]
+        # A story's kind is the union's tag: it is not a field the user wrote.
+        if len(loc) > 1 and loc[0] in ("life", "creative"):
+            loc = loc[1:]
+        field = ".".join(loc) or "story"
+        kind = problem["type"]
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        elif kind == "json_invalid":
+            detail = problem["msg"].removeprefix("Invalid JSON: ")
+            field, message = "file", f"invalid JSON ({detail})"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            field, message = "kind", "must be 'life' or 'creative'"
+        elif kind == "string_pattern_mismatch" and loc[-1:] == ["id"]:
+            message = "must be 1 to 64 lowercase letters, digits and hyphens"
+        elif kind == "literal_error" and ("language" in loc or "narration_languages" in loc):
+            message = f"must be one of {', '.join(LANGUAGES)}"
+        elif kind == "enum" and len(loc) >= 2 and loc[0] == "stages":
+            message = f"unknown stage; the stages are {problem['ctx']['expected']}"
+        else:
+            message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {message}")
+    return lines
+
+
+@stories_app.command("add")
+def stories_add(
+    file: Annotated[Path, typer.Argument(help="A story file (JSON).", show_default=False)],
+    replace: Annotated[bool, typer.Option(help="Replace a story with the same id.")] = False,
+) -> None:
+    """Validate a story file and save it."""
+    from storyloom import services
+    from storyloom.store.repository import StoryExistsError
+
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise _fail(f"cannot read {file}: {exc.strerror}", BAD_INPUT) from None
+    try:
+        tale = parse_story(raw)
+    except ValidationError as exc:
+        for line in explain(exc):
+            err.print(f"[red]error:[/red] {line}")
+        err.print(f"{file}: refused, nothing was saved")
+        raise typer.Exit(BAD_INPUT) from None
+    try:
+        services.store().add_story(tale, replace=replace)
+    except StoryExistsError:
+        raise _fail(f"a story with id {tale.id!r} exists; add --replace to replace it") from None
+    console.print(f"saved story [bold]{tale.id}[/bold]: {tale.title}")
+
+
+@stories_app.command("list")
+def stories_list() -> None:
+    """List the saved stories."""
+    from storyloom import services
+
+    table = Table("id", "kind", "title", "language", "pages", "last run", "updated")
+    for s in services.store().list_stories():
+        table.add_row(
+            s.id, s.kind, s.title, s.language, str(s.pages or "-"), s.status or "-",
+            f"{s.updated_at:%Y-%m-%d %H:%M}",
+        )  # fmt: skip
+    console.print(table)
+
+
+@stories_app.command("show")
+def stories_show(
+    story_id: Annotated[str, typer.Argument(help="The story's id.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole book as JSON.")] = False,
+) -> None:
+    """Show a story's book: config, pages, illustrations, chapters."""
+    from storyloom import services
+    from storyloom.store.repository import StoryNotFoundError
+
+    store = services.store()
+    try:
+        tale = store.get_story(story_id)
+    except StoryNotFoundError:
+        raise _fail(f"no story with id {story_id!r}") from None
+    book = store.book(story_id)
+    latest = store.latest_generation(story_id)
+    if as_json:
+        payload: dict[str, Any] = (
+            book.model_dump(mode="json") if book else {"story": tale.model_dump(mode="json")}
+        )
+        payload["latest_run"] = latest.model_dump(mode="json") if latest else None
+        console.print_json(json.dumps(payload, ensure_ascii=False))
+        return
+    console.print(f"[bold]{tale.title}[/bold] ({tale.kind} story, {tale.language}, id {tale.id})")
+    if latest is not None and latest.status == "failed":
+        console.print(f"[yellow]last run failed:[/yellow] {latest.error}")
+    if book is None:
+        console.print("No book yet: run `storyloom generate " + story_id + "`.")
+        return
+    cfg = book.config
+    console.print(
+        f"config: {cfg.pages} pages x {cfg.words_per_page} words, tone {cfg.tone.value}, "
+        f"audience {cfg.audience.value}, grammar pass {'on' if cfg.improve_grammar else 'off'}, "
+        f"{cfg.illustrations} {cfg.image_style.value} images, "
+        f"narration {', '.join(cfg.narration_languages or []) or 'none'}"
+    )
+    if book.banner_url:
+        console.print(f"banner: {book.banner_url}")
+    pages = Table("page", "words", "text", title="Pages")
+    for page in book.pages:
+        preview = " ".join(page.text.split()[:14]) + " ..."
+        pages.add_row(str(page.number), str(page.words), preview)
+    console.print(pages)
+    if book.illustrations:
+        pics = Table("#", "page", "size", "url", title="Illustrations")
+        for item in book.illustrations:
+            mark = " (banner)" if item.is_banner else ""
+            pics.add_row(
+                f"{item.position}{mark}", str(item.page_number),
+                f"{item.width}x{item.height}", item.url,
+            )  # fmt: skip
+        console.print(pics)
+    for language, chapters in book.chapters.items():
+        table = Table("#", "title", "from page", "seconds", "url", title=f"Narration {language}")
+        for ch in chapters:
+            table.add_row(
+                str(ch.position), ch.title, str(ch.first_page),
+                f"{ch.duration_seconds:.1f}", ch.url,
+            )  # fmt: skip
+        console.print(table)
+
+
+def _languages(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@app.command()
+def generate(
+    story_id: Annotated[str, typer.Argument(help="The story's id.", show_default=False)],
+    pages: Annotated[int | None, typer.Option(help="4, 8, 12, 16, 20 or 1-200.")] = None,
+    words_per_page: Annotated[int | None, typer.Option(help="Words a page.")] = None,
+    tone: Annotated[Tone | None, typer.Option(help="The tone of the text.")] = None,
+    audience: Annotated[Audience | None, typer.Option(help="Who it is for.")] = None,
+    grammar: Annotated[bool | None, typer.Option("--grammar/--no-grammar")] = None,
+    images: Annotated[bool | None, typer.Option("--images/--no-images")] = None,
+    style: Annotated[ImageStyle | None, typer.Option(help="Illustration style.")] = None,
+    image_count: Annotated[int | None, typer.Option(help="Default: one a page.")] = None,
+    languages: Annotated[
+        str | None, typer.Option(help="Narration languages, e.g. hi-IN,en-IN ('' for none).")
+    ] = None,
+) -> None:
+    """Generate a story's book here, showing progress."""
+    given = {
+        "pages": pages, "words_per_page": words_per_page, "tone": tone,
+        "audience": audience, "improve_grammar": grammar, "images": images,
+        "image_style": style, "image_count": image_count,
+        "narration_languages": _languages(languages),
+    }  # fmt: skip
+    try:
+        config = GenerationConfig.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        for line in explain(exc):
+            err.print(f"[red]error:[/red] {line}")
+        raise typer.Exit(BAD_INPUT) from None
+    _generate(story_id, config)
+
+
+def _generate(story_id: str, config: GenerationConfig) -> None:
+    from storyloom import services
+    from storyloom.store.repository import StoryNotFoundError
+
+    try:
+        services.store().get_story(story_id)
+    except StoryNotFoundError:
+        raise _fail(f"no story with id {story_id!r}; add it with `storyloom stories add`") from None
+    _prepare_prefect()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from storyloom import jobs
+
+    bars: dict[str, Any] = {}
+    with Progress(
+        TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"), console=console,
+    ) as bar:  # fmt: skip
+
+        def show(event: Any) -> None:
+            if event.flow not in bars:
+                bars[event.flow] = bar.add_task(event.flow, total=event.total, note="")
+            bar.update(bars[event.flow], completed=event.done, total=event.total, note=event.note)
+
+        try:
+            result = jobs.generate_here(story_id, config, on_progress=show)
+        except Exception as exc:
+            raise _fail(f"generation failed: {exc}") from None
+    _summary(story_id, result.generation_id)
+
+
+def _summary(story_id: str, generation_id: str) -> None:
+    from storyloom import services
+
+    settings = get_settings()
+    book = services.store().book(story_id)
+    if book is None or book.generation_id != generation_id:
+        raise _fail("the run finished but its book is not the current one")
+    words = sum(p.words for p in book.pages)
+    seconds = sum(c.duration_seconds for cs in book.chapters.values() for c in cs)
+    chapters = sum(len(cs) for cs in book.chapters.values())
+    console.print(
+        f"\n[bold green]{book.story.title}[/bold green]: {len(book.pages)} pages, "
+        f"{words} words, {len(book.illustrations)} images, {chapters} chapters, "
+        f"{seconds:.1f} seconds of audio"
+    )
+    for language, items in book.chapters.items():
+        console.print(f"  narration {language}: {len(items)} chapters, "
+                      f"{sum(c.duration_seconds for c in items):.1f} s")  # fmt: skip
+    console.print(f"  database: {_safe_url(settings.database_url)}")
+    console.print(f"  media:    {settings.media_dir.resolve() / 'stories' / story_id}")
+    if book.banner_url:
+        console.print(f"  banner:   {book.banner_url}")
+
+
+@app.command()
+def demo() -> None:
+    """Add the sample life story and generate 8 pages, images and narration in two languages."""
+    from storyloom import services
+
+    tale = parse_story((SAMPLES / "life-story.json").read_bytes())
+    services.store().add_story(tale, replace=True)
+    console.print(f"added the sample story [bold]{tale.id}[/bold]: {tale.title}")
+    config = GenerationConfig(pages=8, narration_languages=["en-IN", "hi-IN"])
+    _generate(tale.id, config)
+    console.print(f"  details:  storyloom stories show {tale.id}")
+    console.print("\nOpen the Prefect UI on these runs: [bold]make ui[/bold]")
+
+
+@app.command()
+def doctor() -> None:
+    """Say which provider serves each role."""
+    from storyloom import services
+
+    table = Table("role", "provider")
+    for role, name in services.providers().notes.items():
+        table.add_row(role, name)
+    table.add_row("media", services.media().name)
+    table.add_row("database", get_settings().database_url.split("://", 1)[0])
+    console.print(table)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

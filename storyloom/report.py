@@ -1,0 +1,116 @@
+"""Markdown for the run artifacts: the book's pages, its pictures and its chapters (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from storyloom.models import AudioChapter, Illustration, Language, Usage
+
+if TYPE_CHECKING:
+    from storyloom.store.records import StoryBook
+
+ImageSource = Callable[[str], str]  # a stored URL -> what a browser can show
+
+
+def _same(url: str) -> str:
+    return url
+
+
+def _seconds(total: float) -> str:
+    minutes, seconds = divmod(round(total), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def illustrations_markdown(
+    title: str,
+    items: Sequence[Illustration],
+    failed_pages: Sequence[int],
+    image_src: ImageSource = _same,
+) -> str:
+    """The illustrations of one run, the banner first and shown large."""
+    lines = [f"# Illustrations: {title}", ""]
+    if not items:
+        lines.append("No illustrations were stored.")
+    for item in items:
+        label = "Banner and thumbnail" if item.is_banner else f"Page {item.page_number}"
+        lines += [
+            f"### {label} (page {item.page_number}, {item.width}x{item.height})",
+            "",
+            f"![{label}]({image_src(item.thumbnail_url if not item.is_banner else item.url)})",
+            "",
+            f"`{item.public_id}`: {item.prompt}",
+            "",
+        ]
+    if failed_pages:
+        pages = ", ".join(str(p) for p in failed_pages)
+        lines += [f"**Failed and skipped:** pages {pages}", ""]
+    return "\n".join(lines)
+
+
+def narration_markdown(
+    title: str, chapters: Mapping[Language, Sequence[AudioChapter]]
+) -> str:
+    """A table per language: chapter, first page, measured duration, file."""
+    lines = [f"# Narration: {title}", ""]
+    for language, items in chapters.items():
+        total = sum(c.duration_seconds for c in items)
+        lines += [
+            f"## {language}: {len(items)} chapters, {_seconds(total)}",
+            "",
+            "| # | Title | Starts on page | Duration (measured) | Audio |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.position} | {c.title} | {c.first_page} | {c.duration_seconds:.1f} s "
+            f"| [{c.public_id}]({c.url}) |"
+            for c in items
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def usage_markdown(usage: Sequence[Usage]) -> str:
+    """Calls, tokens and characters per provider."""
+    if not usage:
+        return ""
+    lines = [
+        "| Provider | Calls | Input tokens | Output tokens | Characters |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {u.provider} | {u.calls} | {u.input_tokens} | {u.output_tokens} | {u.characters} |"
+        for u in usage
+    ]
+    return "\n".join(lines)
+
+
+def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
+    """The whole storybook: totals, banner, every page with its picture, chapters, cost."""
+    pictures = {item.page_number: item for item in book.illustrations}
+    words = sum(p.words for p in book.pages)
+    seconds = sum(c.duration_seconds for cs in book.chapters.values() for c in cs)
+    chapters = sum(len(cs) for cs in book.chapters.values())
+    config = book.config
+    lines = [f"# {book.story.title}", ""]
+    if book.banner_url:
+        lines += [f"![Banner]({image_src(book.banner_url)})", ""]
+    lines += [
+        f"**{len(book.pages)} pages**, {words} words, {len(book.illustrations)} illustrations, "
+        f"{chapters} audio chapters ({_seconds(seconds)}), "
+        f"tone {config.tone.value}, audience {config.audience.value}, "
+        f"style {config.image_style.value}.",
+        "",
+    ]
+    for page in book.pages:
+        lines += [f"## Page {page.number} ({page.words} words)", ""]
+        if page.number in pictures:
+            item = pictures[page.number]
+            lines += [f"![Page {page.number}]({image_src(item.thumbnail_url)})", ""]
+        lines += [page.text, ""]
+    if book.chapters:
+        lines.append(narration_markdown("chapters", book.chapters).replace("# Narration: ", "# "))
+    cost = usage_markdown(book.usage)
+    if cost:
+        lines += ["## Cost", "", cost, ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The story database: stories, their generations and outputs, published atomically."""

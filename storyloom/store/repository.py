@@ -1,0 +1,550 @@
+"""StoryStore: the story database behind plain values, where a new book goes public in one step.
+
+A generation's outputs are written while readers still see the story's current book;
+`publish` then points the story at the new generation in one transaction, and `book`
+reads everything through that pointer in one snapshot, so a reader sees all of the old
+book or all of the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, cast
+from uuid import uuid4
+
+from pydantic import BaseModel
+from sqlalchemy import String, and_, delete, func, insert, literal, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storyloom.models import (
+    STORY_ADAPTER,
+    AudioChapter,
+    CreativeStory,
+    GenerationConfig,
+    Illustration,
+    Language,
+    LifeStory,
+    Page,
+    Usage,
+)
+from storyloom.store import migrator
+from storyloom.store.engine import create_store_engine, reader
+from storyloom.store.records import (
+    GenerationInfo,
+    GenerationStatus,
+    Output,
+    StoryBook,
+    StorySummary,
+)
+from storyloom.store.tables import (
+    AudioChapterRow,
+    Base,
+    GenerationRow,
+    IllustrationRow,
+    PageRow,
+    StoryRow,
+)
+
+# Enough for a traceback's last lines; a whole log does not belong in a row.
+MAX_ERROR_CHARS = 4000
+
+_OUTPUT_TABLES: dict[Output, str] = {
+    "pages": "pages",
+    "illustrations": "illustrations",
+    "chapters": "audio_chapters",
+}
+
+
+class StoreError(Exception):
+    """Something the story store refuses to do."""
+
+
+class StoryNotFoundError(StoreError):
+    """No story has this id."""
+
+
+class StoryExistsError(StoreError):
+    """A story with this id is already stored (and replacing was not asked for)."""
+
+
+class GenerationNotFoundError(StoreError):
+    """No generation has this id (it may have been pruned)."""
+
+
+class GenerationStateError(StoreError):
+    """The generation is not in a state that allows this (e.g. saving into a finished one)."""
+
+
+class StoryStore:
+    """Stories, their generations and outputs, in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_store_engine(url)
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._read = sessionmaker(reader(self.engine), expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        """A store on url with its schema migrated to the newest revision."""
+        store = cls(url)
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; safe when several workers start at once."""
+        migrator.upgrade(self.engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Stories
+
+    def add_story(self, story: LifeStory | CreativeStory, *, replace: bool = False) -> None:
+        """Store a story; with replace, overwrite its material and keep its generations."""
+        try:
+            with self._write.begin() as session:
+                self._put_story(session, story, replace=replace)
+        except IntegrityError as exc:
+            # Another process inserted the same id between our look and our insert.
+            if not replace:
+                raise StoryExistsError(f"story {story.id!r} already exists") from exc
+            with self._write.begin() as session:
+                self._put_story(session, story, replace=True)
+
+    def get_story(self, story_id: str) -> LifeStory | CreativeStory:
+        """The story's material as it was last stored."""
+        with self._read.begin() as session:
+            return STORY_ADAPTER.validate_python(_story_row(session, story_id).material)
+
+    def list_stories(self) -> list[StorySummary]:
+        """Every story, most recently updated first."""
+        latest_status = (
+            select(GenerationRow.status)
+            .where(GenerationRow.story_id == StoryRow.id)
+            .order_by(GenerationRow.created_at.desc())
+            .limit(1)
+            .correlate(StoryRow)
+            .scalar_subquery()
+        )
+        page_count = (
+            select(func.count())
+            .select_from(PageRow)
+            .where(PageRow.generation_id == StoryRow.current_generation_id)
+            .correlate(StoryRow)
+            .scalar_subquery()
+        )
+        query = select(
+            StoryRow.id,
+            StoryRow.kind,
+            StoryRow.title,
+            StoryRow.language,
+            StoryRow.updated_at,
+            latest_status.label("status"),
+            page_count.label("pages"),
+        ).order_by(StoryRow.updated_at.desc(), StoryRow.id)
+        with self._read.begin() as session:
+            rows = session.execute(query).mappings().all()
+        return [StorySummary.model_validate(dict(row)) for row in rows]
+
+    def delete_story(self, story_id: str) -> None:
+        """Delete a story with every generation and output (the database cascades)."""
+        with self._write.begin() as session:
+            row = _story_row(session, story_id, lock=True)
+            # Unhook the current book first so the cascade never has to untangle the cycle.
+            row.current_generation_id = None
+            session.flush()
+            session.delete(row)
+
+    # Generations
+
+    def start_generation(
+        self,
+        story_id: str,
+        config: GenerationConfig,
+        *,
+        prompt_version: str,
+        flow_run_id: str | None = None,
+        copy_from_current: Sequence[Output] = (),
+    ) -> str:
+        """Open a running generation readers cannot see yet; returns its id.
+
+        copy_from_current carries those outputs over from the current book, for a run
+        that only redoes the images or only the narration.
+        """
+        generation_id = str(uuid4())
+        with self._write.begin() as session:
+            # A shared lock: a publish (and its pruning) cannot swap the book mid-copy.
+            story = _story_row(session, story_id, lock=True, shared=True)
+            source = story.current_generation_id
+            if copy_from_current and source is None:
+                raise GenerationStateError(
+                    f"story {story_id!r} has no published book to copy "
+                    f"{', '.join(copy_from_current)} from"
+                )
+            session.add(
+                GenerationRow(
+                    id=generation_id,
+                    story_id=story_id,
+                    status="running",
+                    config=config.model_dump(mode="json"),
+                    prompt_version=prompt_version,
+                    flow_run_id=flow_run_id,
+                    error=None,
+                    usage=[],
+                    banner_url=None,
+                    thumbnail_url=None,
+                    created_at=_now(),
+                    finished_at=None,
+                )
+            )
+            session.flush()
+            for output in dict.fromkeys(copy_from_current):
+                assert source is not None  # checked above
+                _copy_outputs(session, output, source, generation_id)
+        return generation_id
+
+    def save_pages(self, generation_id: str, pages: list[Page]) -> None:
+        """Replace the generation's pages."""
+        _require_unique([p.number for p in pages], "page number")
+        with self._write.begin() as session:
+            _running(session, generation_id)
+            session.execute(delete(PageRow).where(PageRow.generation_id == generation_id))
+            _insert(session, PageRow, generation_id, pages)
+
+    def save_illustrations(self, generation_id: str, items: list[Illustration]) -> None:
+        """Replace the generation's illustrations."""
+        _require_unique([i.position for i in items], "illustration position")
+        with self._write.begin() as session:
+            _running(session, generation_id)
+            session.execute(
+                delete(IllustrationRow).where(IllustrationRow.generation_id == generation_id)
+            )
+            _insert(session, IllustrationRow, generation_id, items)
+
+    def save_chapters(
+        self, generation_id: str, language: Language, chapters: list[AudioChapter]
+    ) -> None:
+        """Replace the generation's chapters in one language; other languages stay."""
+        strays = sorted({c.language for c in chapters} - {language})
+        if strays:
+            raise ValueError(f"chapters in {', '.join(strays)} saved as {language}")
+        _require_unique([c.position for c in chapters], "chapter position")
+        with self._write.begin() as session:
+            _running(session, generation_id)
+            session.execute(
+                delete(AudioChapterRow).where(
+                    AudioChapterRow.generation_id == generation_id,
+                    AudioChapterRow.language == language,
+                )
+            )
+            _insert(session, AudioChapterRow, generation_id, chapters)
+
+    def add_usage(self, generation_id: str, usages: list[Usage]) -> None:
+        """Add what provider calls cost to the generation, summed per provider."""
+        if not usages:
+            return
+        with self._write.begin() as session:
+            # Any status: a failed run still paid for the calls it made.
+            row = _generation_row(session, generation_id, lock=True)
+            stored = [Usage.model_validate(u) for u in row.usage]
+            row.usage = [u.model_dump(mode="json") for u in sum_usage([*stored, *usages])]
+
+    def publish(self, generation_id: str) -> None:
+        """Make the generation the story's book, in one transaction; prune older generations.
+
+        Keeps the book it replaces, generations still running, and failures newer than
+        this one. Publishing the current book again does nothing, so a retried task is
+        harmless.
+        """
+        with self._write.begin() as session:
+            story_id = session.scalar(
+                select(GenerationRow.story_id).where(GenerationRow.id == generation_id)
+            )
+            if story_id is None:
+                raise GenerationNotFoundError(f"no generation {generation_id!r}")
+            # Story before generation, the order every writer locks in: no deadlock.
+            story = _story_row(session, story_id, lock=True)
+            generation = _generation_row(session, generation_id, lock=True)
+            if generation.status == "complete" and story.current_generation_id == generation.id:
+                return
+            if generation.status != "running":
+                raise GenerationStateError(
+                    f"generation {generation_id} is {generation.status}: only a running one "
+                    "can be published"
+                )
+            pages = session.scalar(
+                select(func.count())
+                .select_from(PageRow)
+                .where(PageRow.generation_id == generation_id)
+            )
+            if not pages:
+                raise GenerationStateError(
+                    f"generation {generation_id} has no pages: there is no book to publish"
+                )
+            banner = session.execute(
+                select(IllustrationRow.url, IllustrationRow.thumbnail_url).where(
+                    IllustrationRow.generation_id == generation_id,
+                    IllustrationRow.position == 1,
+                )
+            ).one_or_none()
+            now = _now()
+            previous = story.current_generation_id
+            generation.status = "complete"
+            generation.finished_at = now
+            generation.banner_url = banner.url if banner else None
+            generation.thumbnail_url = banner.thumbnail_url if banner else None
+            story.current_generation_id = generation.id
+            story.updated_at = now
+            session.flush()
+            keep = {generation.id} | ({previous} if previous else set())
+            session.execute(
+                delete(GenerationRow).where(
+                    GenerationRow.story_id == story_id,
+                    GenerationRow.id.not_in(keep),
+                    # A running one may still publish, and a failure newer than this
+                    # book is what `stories show` has to tell: both stay.
+                    or_(
+                        GenerationRow.status == "complete",
+                        and_(
+                            GenerationRow.status == "failed",
+                            GenerationRow.created_at <= generation.created_at,
+                        ),
+                    ),
+                )
+            )
+
+    def fail(self, generation_id: str, error: str) -> None:
+        """Mark a running generation failed; the story's current book stays as it was."""
+        with self._write.begin() as session:
+            generation = _generation_row(session, generation_id, lock=True)
+            if generation.status == "failed":
+                return  # the first error is the one that explains it
+            if generation.status != "running":
+                raise GenerationStateError(
+                    f"generation {generation_id} is {generation.status}: it cannot fail now"
+                )
+            generation.status = "failed"
+            generation.error = truncate_error(error)
+            generation.finished_at = _now()
+
+    # Reading
+
+    def book(self, story_id: str) -> StoryBook | None:
+        """The story's current book, read in one snapshot; None before the first publish."""
+        with self._read.begin() as session:
+            story = _story_row(session, story_id)
+            if story.current_generation_id is None:
+                return None
+            generation = _generation_row(session, story.current_generation_id)
+            return _book(session, story, generation)
+
+    def generation(self, generation_id: str) -> StoryBook:
+        """Any generation (running, failed or complete) with its outputs so far."""
+        with self._read.begin() as session:
+            generation = _generation_row(session, generation_id)
+            story = _story_row(session, generation.story_id)
+            return _book(session, story, generation)
+
+    def latest_generation(self, story_id: str) -> GenerationInfo | None:
+        """The story's newest generation (to tell why a run failed); None if it has none."""
+        generations = self.generations(story_id, limit=1)
+        return generations[0] if generations else None
+
+    def generations(self, story_id: str, *, limit: int | None = None) -> list[GenerationInfo]:
+        """The story's generations, newest first."""
+        with self._read.begin() as session:
+            story = _story_row(session, story_id)
+            rows = session.scalars(
+                select(GenerationRow)
+                .where(GenerationRow.story_id == story_id)
+                .order_by(GenerationRow.created_at.desc())
+                .limit(limit)
+            ).all()
+            return [_info(row, story.current_generation_id) for row in rows]
+
+    def _put_story(
+        self, session: Session, story: LifeStory | CreativeStory, *, replace: bool
+    ) -> None:
+        row = session.get(StoryRow, story.id, with_for_update=True)
+        now = _now()
+        fields: dict[str, Any] = {
+            "kind": story.kind,
+            "title": story.title,
+            "language": story.language,
+            "material": story.model_dump(mode="json"),
+            "updated_at": now,
+        }
+        if row is None:
+            session.add(StoryRow(id=story.id, created_at=now, current_generation_id=None, **fields))
+        elif not replace:
+            raise StoryExistsError(f"story {story.id!r} already exists")
+        else:
+            for name, value in fields.items():
+                setattr(row, name, value)
+
+
+def sum_usage(usages: Iterable[Usage]) -> list[Usage]:
+    """One Usage per provider with calls, tokens and characters added up, by provider name."""
+    totals: dict[str, Usage] = {}
+    for usage in usages:
+        seen = totals.get(usage.provider)
+        totals[usage.provider] = (
+            usage
+            if seen is None
+            else Usage(
+                provider=usage.provider,
+                calls=seen.calls + usage.calls,
+                input_tokens=seen.input_tokens + usage.input_tokens,
+                output_tokens=seen.output_tokens + usage.output_tokens,
+                characters=seen.characters + usage.characters,
+            )
+        )
+    return [totals[name] for name in sorted(totals)]
+
+
+def truncate_error(error: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """The error text cut to limit characters, marked where it was cut."""
+    marker = " … [truncated]"
+    return error if len(error) <= limit else error[: limit - len(marker)] + marker
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _story_row(
+    session: Session, story_id: str, *, lock: bool = False, shared: bool = False
+) -> StoryRow:
+    query = select(StoryRow).where(StoryRow.id == story_id)
+    if lock:
+        query = query.with_for_update(read=shared)
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        raise StoryNotFoundError(f"no story {story_id!r}")
+    return row
+
+
+def _generation_row(session: Session, generation_id: str, *, lock: bool = False) -> GenerationRow:
+    query = select(GenerationRow).where(GenerationRow.id == generation_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        raise GenerationNotFoundError(f"no generation {generation_id!r}")
+    return row
+
+
+def _running(session: Session, generation_id: str) -> GenerationRow:
+    # Locked, so a publish or fail cannot slip in between this check and the write.
+    row = _generation_row(session, generation_id, lock=True)
+    if row.status != "running":
+        raise GenerationStateError(
+            f"generation {generation_id} is {row.status}: only a running one takes outputs"
+        )
+    return row
+
+
+def _require_unique(keys: list[int], what: str) -> None:
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(f"{what} repeated: {', '.join(map(str, duplicates))}")
+
+
+def _insert(
+    session: Session, table: type[Base], generation_id: str, items: Sequence[BaseModel]
+) -> None:
+    if items:
+        session.execute(
+            insert(table),
+            [{"generation_id": generation_id, **item.model_dump()} for item in items],
+        )
+
+
+def _copy_outputs(session: Session, output: Output, source: str, target: str) -> None:
+    table = Base.metadata.tables[_OUTPUT_TABLES[output]]
+    columns = [c for c in table.columns if c.name != "generation_id"]
+    session.execute(
+        insert(table).from_select(
+            ["generation_id", *(c.name for c in columns)],
+            select(literal(target, String), *columns).where(table.c.generation_id == source),
+        )
+    )
+
+
+def _status(value: str) -> GenerationStatus:
+    # The column's check constraint admits nothing else.
+    return cast(GenerationStatus, value)
+
+
+def _info(row: GenerationRow, current_id: str | None) -> GenerationInfo:
+    return GenerationInfo(
+        id=row.id,
+        story_id=row.story_id,
+        status=_status(row.status),
+        error=row.error,
+        flow_run_id=row.flow_run_id,
+        prompt_version=row.prompt_version,
+        current=row.id == current_id,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _book(session: Session, story: StoryRow, generation: GenerationRow) -> StoryBook:
+    pages = session.scalars(
+        select(PageRow).where(PageRow.generation_id == generation.id).order_by(PageRow.number)
+    ).all()
+    illustrations = session.scalars(
+        select(IllustrationRow)
+        .where(IllustrationRow.generation_id == generation.id)
+        .order_by(IllustrationRow.position)
+    ).all()
+    chapters: dict[Language, list[AudioChapter]] = {}
+    for row in session.scalars(
+        select(AudioChapterRow)
+        .where(AudioChapterRow.generation_id == generation.id)
+        .order_by(AudioChapterRow.language, AudioChapterRow.position)
+    ):
+        chapter = AudioChapter.model_validate(row, from_attributes=True)
+        chapters.setdefault(chapter.language, []).append(chapter)
+    return StoryBook(
+        story=STORY_ADAPTER.validate_python(story.material),
+        generation_id=generation.id,
+        status=_status(generation.status),
+        config=GenerationConfig.model_validate(generation.config),
+        prompt_version=generation.prompt_version,
+        flow_run_id=generation.flow_run_id,
+        error=generation.error,
+        pages=[Page.model_validate(p, from_attributes=True) for p in pages],
+        illustrations=[Illustration.model_validate(i, from_attributes=True) for i in illustrations],
+        chapters=chapters,
+        banner_url=generation.banner_url,
+        thumbnail_url=generation.thumbnail_url,
+        usage=[Usage.model_validate(u) for u in generation.usage],
+        created_at=generation.created_at,
+        finished_at=generation.finished_at,
+    )

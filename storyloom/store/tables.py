@@ -1,0 +1,153 @@
+"""The story database's tables: stories, their generations, and each generation's outputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Fixed constraint names, so migrations can address them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that goes in as aware UTC and comes out as aware UTC on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware one")
+        # SQLite drops the offset when it stores a timestamp, so store UTC everywhere.
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute as is
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[dict[str, Any]]: JSON(),
+    }
+
+
+class StoryRow(Base):
+    """A story's raw material; `current_generation_id` is the book readers see."""
+
+    __tablename__ = "stories"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(8))
+    material: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # stories -> generations -> stories is a cycle: use_alter lets PostgreSQL create both
+    # tables first and add this key after; SET NULL so pruning can never dangle it.
+    current_generation_id: Mapped[str | None] = mapped_column(
+        String(36),
+        ForeignKey("generations.id", ondelete="SET NULL", use_alter=True),
+        index=True,
+    )
+
+
+class GenerationRow(Base):
+    """One attempt at a story's book: its config, status, cost and (through children) outputs."""
+
+    __tablename__ = "generations"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
+        # Newest generation of a story, and pruning by age.
+        Index("ix_generations_story_id_created_at", "story_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    story_id: Mapped[str] = mapped_column(String(64), ForeignKey("stories.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]]
+    prompt_version: Mapped[str] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    usage: Mapped[list[dict[str, Any]]]
+    banner_url: Mapped[str | None] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+def _generation_fk() -> Mapped[str]:
+    # Outputs belong to exactly one generation and go when it goes.
+    return mapped_column(
+        String(36), ForeignKey("generations.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class PageRow(Base):
+    __tablename__ = "pages"
+
+    generation_id: Mapped[str] = _generation_fk()
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    text: Mapped[str] = mapped_column(Text)
+    words: Mapped[int] = mapped_column(Integer)
+
+
+class IllustrationRow(Base):
+    __tablename__ = "illustrations"
+
+    generation_id: Mapped[str] = _generation_fk()
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    page_number: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    public_id: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    thumbnail_url: Mapped[str] = mapped_column(Text)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(64))
+
+
+class AudioChapterRow(Base):
+    __tablename__ = "audio_chapters"
+
+    generation_id: Mapped[str] = _generation_fk()
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    title: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    first_page: Mapped[int] = mapped_column(Integer)
+    duration_seconds: Mapped[float] = mapped_column(Double)
+    public_id: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(String(64))

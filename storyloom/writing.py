@@ -1,0 +1,261 @@
+"""Word targets, section budgets, the length check and pagination.
+
+Pure functions: no I/O, no Prefect. The story flow asks plan_sections how many words
+each section gets, checks what the writer sent back with length_ok, and cuts the
+finished text into exactly the requested pages with paginate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from storyloom.chapters import sentence_spans
+from storyloom.models import Page
+
+_TOKEN = re.compile(r"\S+")
+_PARAGRAPH = re.compile(r"\n[^\S\n]*\n")
+WORDS_PER_CREATIVE_PART = 750
+MAX_CREATIVE_PARTS = 12
+PAGE_WINDOW = 0.10  # break points may move this share of an average page off target
+PAGE_TOLERANCE_PERCENT = 15  # pages stay this close to words_per_page when the total allows
+_SLICE_WINDOW = 0.20
+
+# Boundary strengths, strongest preferred.
+_WORD, _SENTENCE, _PARAGRAPH_END = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SectionBudget:
+    """One section of the book: its key, the teller's material for it, its word budget."""
+
+    key: str
+    material: str
+    target_words: int
+
+
+def _is_word(token: str) -> bool:
+    # Vowel signs and viramas are marks, not letters, but a word always has a base letter.
+    return any(c.isalnum() for c in token)
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated tokens holding at least one letter or digit, in any script."""
+    return sum(1 for token in text.split() if _is_word(token))
+
+
+def plan_sections(
+    kind: str, material: list[tuple[str, str]], total_words: int
+) -> list[SectionBudget]:
+    """Split total_words among the story's sections (life stages or creative parts)."""
+    if total_words < 1:
+        raise ValueError(f"total_words must be at least 1, got {total_words}")
+    if not material or not any(text.strip() for _, text in material):
+        raise ValueError("the story has no material to write from")
+    if kind == "life":
+        return _plan_life(material, total_words)
+    if kind == "creative":
+        return _plan_creative(material, total_words)
+    raise ValueError(f"unknown story kind {kind!r}: expected 'life' or 'creative'")
+
+
+def length_gap(actual: int, target: int) -> float:
+    """How far actual is from target, relative and signed: -0.1 is 10% short."""
+    if target < 1:
+        raise ValueError(f"target must be at least 1, got {target}")
+    return (actual - target) / target
+
+
+def length_ok(actual: int, target: int, tolerance: float = 0.05) -> bool:
+    """Whether actual is within tolerance (relative) of target."""
+    if tolerance < 0:
+        raise ValueError(f"tolerance must not be negative, got {tolerance}")
+    return abs(length_gap(actual, target)) <= tolerance
+
+
+def paginate(text: str, pages: int, words_per_page: int) -> list[Page]:
+    """Cut text into exactly `pages` pages, breaking at paragraphs, then sentences."""
+    if pages < 1:
+        raise ValueError(f"pages must be at least 1, got {pages}")
+    if words_per_page < 1:
+        raise ValueError(f"words_per_page must be at least 1, got {words_per_page}")
+    units = _word_units(text)
+    total = len(units)
+    if total < pages:
+        raise ValueError(f"the text has {total} words, too few for {pages} pages")
+
+    sentence_ends = {end for _, end in sentence_spans(text)}
+    levels = [_WORD] * total
+    for j in range(1, total):
+        gap_start, gap_end = units[j - 1][1], units[j][0]
+        if _PARAGRAPH.search(text, gap_start, gap_end):
+            levels[j] = _PARAGRAPH_END
+        elif gap_start in sentence_ends:
+            levels[j] = _SENTENCE
+
+    low = -(-words_per_page * (100 - PAGE_TOLERANCE_PERCENT) // 100)  # ceiling
+    high = words_per_page * (100 + PAGE_TOLERANCE_PERCENT) // 100
+    # Keep every page within the tolerance whenever the total makes that possible.
+    sizes = (low, high) if pages * low <= total <= pages * high else None
+    breaks = _choose_breaks(
+        list(range(total + 1)), levels, pages, PAGE_WINDOW * total / pages, sizes
+    )
+
+    result: list[Page] = []
+    bounds = [0, *breaks, total]
+    for number, (first, last) in enumerate(pairwise(bounds), start=1):
+        page_text = text[units[first][0] : units[last - 1][1]]
+        result.append(Page(number=number, text=page_text, words=last - first))
+    return result
+
+
+def illustration_pages(pages: int, count: int) -> list[int]:
+    """`count` distinct page numbers spread evenly over the book, starting at page 1."""
+    if pages < 1:
+        raise ValueError(f"pages must be at least 1, got {pages}")
+    if count < 0 or count > pages:
+        raise ValueError(f"count must be between 0 and pages ({pages}), got {count}")
+    return [1 + i * pages // count for i in range(count)]
+
+
+def _plan_life(material: list[tuple[str, str]], total_words: int) -> list[SectionBudget]:
+    # Square root: a stage told in one line still gets room, a long one does not swamp.
+    weights = [math.sqrt(max(1, count_words(text))) for _, text in material]
+    budgets = _apportion(weights, total_words)
+    return [
+        SectionBudget(key=key, material=text, target_words=budget)
+        for (key, text), budget in zip(material, budgets, strict=True)
+    ]
+
+
+def _plan_creative(material: list[tuple[str, str]], total_words: int) -> list[SectionBudget]:
+    parts = dict(material)
+    premise, content = parts.get("premise", "").strip(), parts.get("content", "").strip()
+    # Round half up: 1125 words make two parts, not banker's-rounded ones.
+    n = min(
+        MAX_CREATIVE_PARTS,
+        max(1, (2 * total_words + WORDS_PER_CREATIVE_PART) // (2 * WORDS_PER_CREATIVE_PART)),
+    )
+    slices = _slice_content(content, n) if content else None
+    if slices is None:
+        # Too little content to share out: every part sees all of it, with the premise.
+        shared = "\n\n".join(t for t in (premise, content) if t)
+        slices = [shared] * n
+    budgets = _apportion([1.0] * n, total_words)
+    return [
+        SectionBudget(key=f"part-{i}", material=piece, target_words=budget)
+        for i, (piece, budget) in enumerate(zip(slices, budgets, strict=True), start=1)
+    ]
+
+
+def _slice_content(content: str, n: int) -> list[str] | None:
+    """Cut content into n contiguous slices balanced by words, or None if it is too short."""
+    units: list[list[int]] = []  # [start, end, words] per sentence
+    for start, end in sentence_spans(content):
+        words = count_words(content[start:end])
+        if words == 0 and units:
+            # A stray mark ("—", "* * *") rides with the sentence before it.
+            units[-1][1] = end
+        elif units and units[-1][2] == 0:
+            units[-1][1:] = [end, words]
+        else:
+            units.append([start, end, words])
+    if len(units) < n:
+        return None
+    cumulative = [0]
+    for unit in units:
+        cumulative.append(cumulative[-1] + unit[2])
+    levels = [_SENTENCE] * len(units)
+    for j in range(1, len(units)):
+        if _PARAGRAPH.search(content, units[j - 1][1], units[j][0]):
+            levels[j] = _PARAGRAPH_END
+    window = _SLICE_WINDOW * cumulative[-1] / n
+    bounds = [0, *_choose_breaks(cumulative, levels, n, window, None), len(units)]
+    return [content[units[a][0] : units[b - 1][1]] for a, b in pairwise(bounds)]
+
+
+def _apportion(weights: Sequence[float], total: int) -> list[int]:
+    """Integer shares of total proportional to weights (largest remainder), summing to it."""
+    whole = sum(weights)
+    quotas = [total * w / whole for w in weights]
+    shares = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(weights)), key=lambda i: (shares[i] - quotas[i], i))
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    # A section with no words is no section: lend it one from the largest when possible.
+    if total >= len(shares):
+        for i, share in enumerate(shares):
+            if share == 0:
+                shares[shares.index(max(shares))] -= 1
+                shares[i] = 1
+    return shares
+
+
+def _word_units(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word, with any lone marks ("—", "।") attached to a neighbour."""
+    units: list[tuple[int, int]] = []
+    pending: int | None = None  # start of marks seen before the first word
+    for match in _TOKEN.finditer(text):
+        start, end = match.span()
+        if _is_word(match.group()):
+            units.append((start if pending is None else pending, end))
+            pending = None
+        elif units:
+            units[-1] = (units[-1][0], end)
+        elif pending is None:
+            pending = start
+    return units
+
+
+def _choose_breaks(
+    cumulative: Sequence[int],
+    levels: Sequence[int],
+    parts: int,
+    window: float,
+    sizes: tuple[int, int] | None,
+) -> list[int]:
+    """Choose parts-1 break indexes into units, each near an even share of the words.
+
+    cumulative[j] is the word count of units[:j] (non-decreasing, len(units)+1 items);
+    levels[j] the strength of the boundary before unit j. Within `window` words of the
+    ideal point the strongest boundary wins, then the nearest; outside it, the nearest.
+    With sizes=(low, high), every part gets between low and high words.
+    """
+    units = len(cumulative) - 1
+    total = cumulative[-1]
+    breaks: list[int] = []
+    previous = 0
+    for k in range(1, parts):
+        target = k * total / parts
+        first, last = previous + 1, units - (parts - k)  # at least one unit per part
+        if sizes is not None:
+            low, high = sizes
+            remaining = parts - k
+            lo_words = max(cumulative[previous] + low, total - remaining * high)
+            hi_words = min(cumulative[previous] + high, total - remaining * low)
+            narrowed = (
+                max(first, bisect.bisect_left(cumulative, lo_words)),
+                min(last, bisect.bisect_right(cumulative, hi_words) - 1),
+            )
+            if narrowed[0] <= narrowed[1]:
+                first, last = narrowed
+        lo_in = max(first, bisect.bisect_left(cumulative, target - window))
+        hi_in = min(last, bisect.bisect_right(cumulative, target + window) - 1)
+        if lo_in <= hi_in:
+            choice = min(
+                range(lo_in, hi_in + 1),
+                key=lambda j: (-levels[j], abs(cumulative[j] - target), j),
+            )
+        else:
+            near = min(max(bisect.bisect_left(cumulative, target), first), last)
+            choice = min(
+                {max(first, near - 1), near},
+                key=lambda j: (abs(cumulative[j] - target), j),
+            )
+        breaks.append(choice)
+        previous = choice
+    return breaks

@@ -1,0 +1,49 @@
+"""Every test starts from a clean environment: no provider keys, its own storyloom home."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect: its home (database, results) in a throwaway folder,
+# never the developer's ~/.prefect, and no retry waits in tests (they are recorded).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="storyloom-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["STORYLOOM_RETRY_WAIT_SCALE"] = "0"
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+_SECRETS = (
+    "GEMINI_API_KEY",
+    "GOOGLE_GENERATIVE_AI_API_KEY",
+    "SARVAM_API_KEY",
+    "CLOUDINARY_URL",
+    "CLOUDINARY_CLOUD_NAME",
+    "CLOUDINARY_API_KEY",
+    "CLOUDINARY_API_SECRET",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """No keys, every STORYLOOM_ knob at its default, home under tmp_path."""
+    from storyloom import services
+
+    for name in list(os.environ):
+        if name in _SECRETS or (
+            name.startswith("STORYLOOM_")
+            and name not in ("STORYLOOM_RETRY_WAIT_SCALE", "STORYLOOM_TEST_POSTGRES_URL")
+        ):
+            monkeypatch.delenv(name)
+    home = tmp_path / "storyloom"
+    monkeypatch.setenv("STORYLOOM_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # nothing may land in the checkout's var/
+    services.reset()
+    yield home
+    services.reset()

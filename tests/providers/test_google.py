@@ -1,0 +1,700 @@
+"""GoogleWriter and GoogleIllustrator against the loopback Gemini fake, over real HTTP
+through the real google-genai SDK; and the prompt text, which is pure."""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from PIL import Image
+
+from storyloom import prompts
+from storyloom.models import LANGUAGES, Audience, ImageStyle, Tone
+from storyloom.providers.base import (
+    Illustrator,
+    ImageRequest,
+    SectionBrief,
+    Writer,
+)
+from storyloom.providers.errors import (
+    PermanentError,
+    ProviderError,
+    SafetyBlockError,
+    TransientError,
+)
+from storyloom.providers.google import (
+    GoogleIllustrator,
+    GoogleWriter,
+    make_client,
+    to_provider_error,
+)
+from tests.fakes.gemini import (
+    ABOUT_WORDS,
+    GeminiState,
+    error_body,
+    gemini_fake,
+    quota_exhausted,
+    retry_info,
+)
+from tests.fakes.server import Fault
+
+KEY = "test-key-s3cret-4711"
+TEXT_MODEL = "gemini-2.5-flash"
+IMAGE_MODEL = "gemini-3.1-flash-image"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def brief(**changes: Any) -> SectionBrief:
+    values: dict[str, Any] = {
+        "story_id": "asha",
+        "title": "Asha's Life",
+        "kind": "life",
+        "language": "hi-IN",
+        "key": "childhood",
+        "heading": "Childhood",
+        "material": "I was born in Pune in 1950. My father ran a tea stall by the station.",
+        "target_words": 120,
+        "tone": Tone.NOSTALGIC,
+        "audience": Audience.FAMILY,
+        "position": 2,
+        "of": 7,
+    }
+    values.update(changes)
+    return SectionBrief(**values)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, GeminiState]]:
+    with gemini_fake(api_key=KEY) as served:
+        yield served
+
+
+@pytest.fixture
+def fake(
+    server: tuple[str, GeminiState], monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, GeminiState]:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    server[1].reset()
+    return server
+
+
+@pytest.fixture
+def state(fake: tuple[str, GeminiState]) -> GeminiState:
+    return fake[1]
+
+
+@pytest.fixture
+def client(fake: tuple[str, GeminiState]) -> genai.Client:
+    return make_client(KEY, fake[0], "v1beta", timeout_seconds=10)
+
+
+@pytest.fixture
+def writer(client: genai.Client) -> GoogleWriter:
+    return GoogleWriter(client, TEXT_MODEL)
+
+
+@pytest.fixture
+def illustrator(client: genai.Client) -> GoogleIllustrator:
+    return GoogleIllustrator(client, IMAGE_MODEL)
+
+
+def tokens(state: GeminiState, index: int = -1) -> tuple[int, int]:
+    usage = state.requests[index].usage
+    return usage["promptTokenCount"], usage["candidatesTokenCount"]
+
+
+def schema_of(config: dict[str, Any]) -> dict[str, Any]:
+    return dict(config.get("responseSchema") or config.get("response_schema") or {})
+
+
+def items_bounds(schema: dict[str, Any]) -> tuple[int, int]:
+    """minItems and maxItems, which the SDK may send in either key case."""
+    low: Any = schema.get("minItems", schema.get("min_items"))
+    high: Any = schema.get("maxItems", schema.get("max_items"))
+    return int(low), int(high)
+
+
+# ------------------------------------------------------------------- success
+
+
+def test_the_classes_satisfy_the_protocols(
+    writer: GoogleWriter, illustrator: GoogleIllustrator
+) -> None:
+    assert isinstance(writer, Writer)
+    assert isinstance(illustrator, Illustrator)
+    assert TEXT_MODEL in writer.name
+    assert IMAGE_MODEL in illustrator.name
+
+
+def test_outline_gives_each_section_a_heading_and_beats(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    planned = [brief(key=k, position=i, of=3) for i, k in enumerate(("a", "b", "c"), 1)]
+
+    outline = writer.outline(planned)
+
+    assert len(outline.sections) == 3
+    for before, after in zip(planned, outline.sections, strict=True):
+        assert after.heading
+        assert after.heading != "Childhood"
+        assert 2 <= len(after.beats) <= 4
+        assert (after.key, after.position, after.material) == (
+            before.key,
+            before.position,
+            before.material,
+        )
+    assert len(state.requests) == 1
+    assert (outline.usage.input_tokens, outline.usage.output_tokens) == tokens(state)
+    assert outline.usage.provider == "gemini-text"
+    assert outline.usage.calls == 1
+
+
+def test_outline_asks_for_json_with_exactly_one_entry_per_section(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    writer.outline([brief(position=i, of=4) for i in range(1, 5)])
+
+    config = state.requests[0].generation_config
+    assert config["responseMimeType"] == "application/json"
+    sections = schema_of(config)["properties"]["sections"]
+    assert items_bounds(sections) == (4, 4)
+
+
+def test_write_section_gives_about_target_words_and_counts_tokens(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    written = writer.write_section(brief(target_words=180))
+
+    assert abs(prompts.count_words(written.text) - 180) <= 18
+    assert "\n\n" in written.text  # paragraphs
+    assert written.usage.provider == "gemini-text"
+    assert (written.usage.input_tokens, written.usage.output_tokens) == tokens(state)
+    assert written.usage.input_tokens > 0
+    assert written.usage.output_tokens > 0
+
+
+def test_write_section_request_shape(
+    writer: GoogleWriter, state: GeminiState, fake: tuple[str, GeminiState]
+) -> None:
+    section = brief()
+    writer.write_section(section)
+
+    (request,) = state.requests
+    assert (request.version, request.model) == ("v1beta", TEXT_MODEL)
+    assert request.headers["x-goog-api-key"] == KEY
+    assert "invent" in request.system_text
+    assert "Hindi" in request.system_text
+    assert section.material in request.prompt_text
+    assert "about 120 words" in request.prompt_text
+    # Prose: no JSON mode, no schema.
+    assert "responseMimeType" not in request.generation_config
+    assert not schema_of(request.generation_config)
+
+
+def test_make_client_pins_the_api_version(fake: tuple[str, GeminiState]) -> None:
+    base_url, state = fake
+    writer = GoogleWriter(make_client(KEY, base_url, "v1alpha", 10), TEXT_MODEL)
+
+    writer.write_section(brief())
+
+    assert state.requests[0].version == "v1alpha"
+
+
+def test_adjust_length_sends_the_draft_and_the_new_target(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    draft = "A short draft about the tea stall."
+
+    written = writer.adjust_length(brief(target_words=90), draft)
+
+    assert abs(prompts.count_words(written.text) - 90) <= 9
+    assert draft in state.requests[0].prompt_text
+    assert (written.usage.input_tokens, written.usage.output_tokens) == tokens(state)
+
+
+def test_proofread_keeps_the_length(writer: GoogleWriter, state: GeminiState) -> None:
+    text = " ".join(["word"] * 60)
+
+    written = writer.proofread(brief(), text)
+
+    assert abs(prompts.count_words(written.text) - 60) <= 6
+    assert text in state.requests[0].prompt_text
+    assert written.usage.calls == 1
+
+
+def test_plan_illustrations_gives_one_prompt_per_page(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    pages = ["The tea stall at dawn.", "The train to Bombay.", "The wedding."]
+
+    plan = writer.plan_illustrations("Asha's Life", pages, ImageStyle.MINIMALIST)
+
+    assert len(plan.prompts) == 3
+    assert all(plan.prompts)
+    (request,) = state.requests
+    assert all(page in request.prompt_text for page in pages)
+    assert request.generation_config["responseMimeType"] == "application/json"
+    assert items_bounds(schema_of(request.generation_config)["properties"]["prompts"]) == (3, 3)
+    assert (plan.usage.input_tokens, plan.usage.output_tokens) == tokens(state)
+
+
+def test_empty_inputs_cost_no_call(writer: GoogleWriter, state: GeminiState) -> None:
+    assert writer.outline([]).sections == []
+    assert writer.plan_illustrations("T", [], ImageStyle.ARTISTIC).prompts == []
+    assert state.requests == []
+
+
+def test_draw_returns_a_png_sized_by_the_aspect_ratio(
+    illustrator: GoogleIllustrator, state: GeminiState
+) -> None:
+    picture = illustrator.draw(ImageRequest("A girl at a tea stall", ImageStyle.ARTISTIC, "16:9"))
+
+    assert picture.data.startswith(PNG_MAGIC)
+    assert picture.mime_type == "image/png"
+    assert (picture.width, picture.height) == (1344, 768)
+    with Image.open(io.BytesIO(picture.data)) as image:
+        assert image.size == (1344, 768)
+    assert picture.usage.provider == "gemini-image"
+    assert (picture.usage.input_tokens, picture.usage.output_tokens) == tokens(state)
+    (request,) = state.requests
+    assert request.model == IMAGE_MODEL
+    config = request.generation_config
+    assert config["responseModalities"] == ["IMAGE"]
+    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "1K"}
+    assert request.inline_parts == []
+    assert "watercolour" in request.prompt_text  # the artistic style's wording
+
+
+def test_draw_uses_the_image_size_it_was_built_with(
+    client: genai.Client, state: GeminiState
+) -> None:
+    state.image_text = None  # an answer with the image part only
+    picture = GoogleIllustrator(client, IMAGE_MODEL, image_size="2K").draw(
+        ImageRequest("A river", ImageStyle.MINIMALIST, "1:1")
+    )
+
+    assert (picture.width, picture.height) == (2048, 2048)
+    assert state.requests[0].generation_config["imageConfig"]["imageSize"] == "2K"
+
+
+def test_later_images_carry_the_first_as_an_inline_reference(
+    illustrator: GoogleIllustrator, state: GeminiState
+) -> None:
+    first = illustrator.draw(ImageRequest("Asha as a girl", ImageStyle.REALISTIC, "4:3"))
+    illustrator.draw(
+        ImageRequest("Asha at school", ImageStyle.REALISTIC, "4:3", reference_png=first.data)
+    )
+
+    assert state.requests[0].inline_parts == []
+    (reference,) = state.requests[1].inline_parts
+    assert reference["mimeType"] == "image/png"
+    assert reference["bytes"] == first.data
+    assert "same" in state.requests[1].prompt_text
+
+
+def test_the_fake_answers_json_schema_requests_too(client: genai.Client) -> None:
+    # The fake must serve responseJsonSchema ($defs, anyOf) as well as responseSchema.
+    schema = {
+        "$defs": {"Beat": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+        "type": "object",
+        "properties": {
+            "beats": {"type": "array", "items": {"$ref": "#/$defs/Beat"}, "minItems": 3},
+            "note": {"anyOf": [{"type": "null"}, {"type": "string"}]},
+        },
+    }
+    response = client.models.generate_content(
+        model=TEXT_MODEL,
+        contents="plan",
+        config={"response_mime_type": "application/json", "response_json_schema": schema},
+    )
+
+    assert response.parsed is not None or response.text
+    assert '"beats": [{"n": 1}, {"n": 2}, {"n": 3}]' in (response.text or "")
+
+
+# ------------------------------------------------------------------- errors
+
+
+def test_429_with_retry_info_is_transient_with_its_delay(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.schedule(Fault(status=429, body=quota_exhausted(retry_delay="3s")))
+
+    with pytest.raises(TransientError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 3.0
+
+
+def test_fractional_retry_delay(writer: GoogleWriter, state: GeminiState) -> None:
+    state.schedule(Fault(status=429, body=error_body(429, details=[retry_info("1.5s")])))
+
+    with pytest.raises(TransientError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.retry_after == 1.5
+
+
+def test_retry_after_header_when_there_is_no_retry_info(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.schedule(Fault(status=503, retry_after=7))
+
+    with pytest.raises(TransientError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == 503
+    assert caught.value.retry_after == 7.0
+
+
+@pytest.mark.parametrize(("per", "limit"), [("Day", 250), ("Minute", 0)])
+def test_daily_or_zero_quota_is_permanent(
+    writer: GoogleWriter, state: GeminiState, per: str, limit: int
+) -> None:
+    state.schedule(Fault(status=429, body=quota_exhausted(per=per, limit=limit)))
+
+    with pytest.raises(PermanentError) as caught:
+        writer.write_section(brief())
+
+    assert not isinstance(caught.value, TransientError)
+    assert "quota" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
+def test_server_side_failures_are_transient(
+    writer: GoogleWriter, state: GeminiState, status: int
+) -> None:
+    state.schedule(Fault(status=status))
+
+    with pytest.raises(TransientError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == status
+    assert "Gemini" in str(caught.value)
+    assert len(state.calls) == 1  # the SDK's own retries are off: Prefect owns them
+
+
+def test_a_wrong_key_is_permanent_and_never_echoed(fake: tuple[str, GeminiState]) -> None:
+    base_url, _ = fake
+    wrong = "AIzaWRONG-wrong-key-do-not-print-0000000"
+    writer = GoogleWriter(make_client(wrong, base_url, "v1beta", 10), TEXT_MODEL)
+
+    with pytest.raises(PermanentError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == 400
+    assert "Gemini rejected the API key" in str(caught.value)
+    assert wrong not in _everything_about(caught.value)
+
+
+def test_403_is_permanent_and_names_gemini(writer: GoogleWriter, state: GeminiState) -> None:
+    state.schedule(Fault(status=403))
+
+    with pytest.raises(PermanentError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == 403
+    assert "Gemini refused access" in str(caught.value)
+    assert KEY not in _everything_about(caught.value)
+
+
+def test_an_unknown_model_is_permanent(writer: GoogleWriter, state: GeminiState) -> None:
+    state.models = frozenset({"gemini-3-flash"})
+
+    with pytest.raises(PermanentError) as caught:
+        writer.write_section(brief())
+
+    assert caught.value.status == 404
+    assert TEXT_MODEL in str(caught.value)
+
+
+def test_the_key_is_scrubbed_even_when_the_server_echoes_it(
+    writer: GoogleWriter, state: GeminiState, caplog: pytest.LogCaptureFixture
+) -> None:
+    state.schedule(Fault(status=400, body=error_body(400, f"bad request from key {KEY}")))
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(PermanentError) as caught:
+        writer.write_section(brief())
+
+    assert "bad request from key ***" in str(caught.value)
+    assert KEY not in _everything_about(caught.value)
+    assert KEY not in caplog.text
+
+
+def test_a_timeout_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    # A server of its own: the slow call lands after the client gave up, and must not
+    # reach the shared fake while a later test is using it.
+    with gemini_fake(api_key=KEY) as (base_url, state):
+        client = make_client(KEY, base_url, "v1beta", timeout_seconds=0.2)
+        state.schedule(Fault(status=None, delay=0.6))
+
+        with pytest.raises(TransientError, match="did not answer in time"):
+            GoogleWriter(client, TEXT_MODEL).write_section(brief())
+
+
+def test_a_refused_connection_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the call: nothing listens
+    writer = GoogleWriter(make_client(KEY, f"http://127.0.0.1:{port}", "v1beta", 5), TEXT_MODEL)
+
+    with pytest.raises(TransientError, match="could not reach Gemini"):
+        writer.write_section(brief())
+
+
+def test_a_blocked_prompt_is_a_safety_block_after_exactly_one_call(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.block_next_prompt()
+
+    with pytest.raises(SafetyBlockError, match="blocked the prompt"):
+        writer.write_section(brief())
+
+    assert len(state.requests) == 1
+
+
+def test_finish_reason_safety_is_a_safety_block(writer: GoogleWriter, state: GeminiState) -> None:
+    state.finish_next("SAFETY")
+
+    with pytest.raises(SafetyBlockError, match="SAFETY"):
+        writer.outline([brief()])
+
+    assert len(state.requests) == 1
+
+
+@pytest.mark.parametrize("reason", ["IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"])
+def test_image_safety_is_a_safety_block(
+    illustrator: GoogleIllustrator, state: GeminiState, reason: str
+) -> None:
+    state.finish_next(reason)
+
+    with pytest.raises(SafetyBlockError, match=reason):
+        illustrator.draw(ImageRequest("x", ImageStyle.ARTISTIC))
+
+    assert len(state.requests) == 1
+
+
+def test_a_blocked_image_prompt_is_a_safety_block(
+    illustrator: GoogleIllustrator, state: GeminiState
+) -> None:
+    state.block_next_prompt()
+
+    with pytest.raises(SafetyBlockError):
+        illustrator.draw(ImageRequest("x", ImageStyle.ARTISTIC))
+
+
+@pytest.mark.parametrize("reason", ["NO_IMAGE", "IMAGE_OTHER", "IMAGE_RECITATION"])
+def test_no_image_is_transient(
+    illustrator: GoogleIllustrator, state: GeminiState, reason: str
+) -> None:
+    state.finish_next(reason)
+
+    with pytest.raises(TransientError, match=reason):
+        illustrator.draw(ImageRequest("x", ImageStyle.ARTISTIC))
+
+
+def test_max_tokens_continues_once_and_joins_the_text(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.finish_next("MAX_TOKENS")
+
+    written = writer.write_section(brief(target_words=200))
+
+    first, second = state.requests
+    partial = first.answer["candidates"][0]["content"]["parts"][0]["text"]
+    turns = second.body["contents"]
+    assert [t["role"] for t in turns] == ["user", "model", "user"]
+    assert turns[1]["parts"][0]["text"] == partial
+    assert "Continue" in turns[2]["parts"][0]["text"]
+    assert written.text.startswith(partial)
+    assert abs(prompts.count_words(written.text) - 200) <= 20
+    assert written.usage.calls == 2
+    assert written.usage.input_tokens == tokens(state, 0)[0] + tokens(state, 1)[0]
+    assert written.usage.output_tokens == tokens(state, 0)[1] + tokens(state, 1)[1]
+
+
+def test_max_tokens_twice_is_permanent(writer: GoogleWriter, state: GeminiState) -> None:
+    state.finish_next("MAX_TOKENS", 2)
+
+    with pytest.raises(PermanentError, match="cut off twice"):
+        writer.write_section(brief())
+
+    assert len(state.requests) == 2
+
+
+def test_max_tokens_on_json_is_permanent_without_continuing(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.finish_next("MAX_TOKENS")
+
+    with pytest.raises(PermanentError, match="JSON"):
+        writer.plan_illustrations("T", ["a", "b"], ImageStyle.ARTISTIC)
+
+    assert len(state.requests) == 1
+
+
+def _text_answer(text: str) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 5},
+    }
+
+
+@pytest.mark.parametrize("text", ["not json at all", '{"prompts": ["only one"]}', '{"wrong": []}'])
+def test_json_that_misses_the_schema_is_transient(
+    writer: GoogleWriter, state: GeminiState, text: str
+) -> None:
+    state.schedule(Fault(status=200, body=_text_answer(text)))
+
+    with pytest.raises(TransientError):
+        writer.plan_illustrations("T", ["a", "b"], ImageStyle.ARTISTIC)
+
+
+# ------------------------------------------------------------ the error mapper
+
+
+def test_an_http_date_retry_after_is_read_as_seconds() -> None:
+    response = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    error = genai_errors.ServerError(503, error_body(503), response)
+
+    mapped = to_provider_error(error, "gemini-text")
+
+    assert isinstance(mapped, TransientError)
+    assert mapped.retry_after == 0.0
+
+
+def test_a_google_shaped_key_is_scrubbed_without_being_told() -> None:
+    key = "AIza" + "x" * 35
+    error = genai_errors.ClientError(400, error_body(400, f"key {key} is odd"))
+
+    mapped = to_provider_error(error, "gemini-text")
+
+    assert isinstance(mapped, PermanentError)
+    assert key not in str(mapped)
+
+
+def _everything_about(error: ProviderError) -> str:
+    """All a log line or traceback could show of the error."""
+    return "".join(traceback.format_exception(error)) + repr(error) + repr(error.__dict__)
+
+
+# ------------------------------------------------------------------- prompts
+
+
+def test_prompts_are_pure() -> None:
+    section = brief()
+    assert prompts.section_prompt(section) == prompts.section_prompt(brief())
+    assert prompts.writer_system(section) == prompts.writer_system(brief())
+    assert isinstance(prompts.PROMPT_VERSION, str)
+    assert prompts.PROMPT_VERSION
+
+
+def test_every_language_tone_audience_and_style_has_wording() -> None:
+    assert set(prompts.LANGUAGE_NAMES) == set(LANGUAGES)
+    assert set(prompts.TONE_WORDING) == set(Tone)
+    assert set(prompts.AUDIENCE_WORDING) == set(Audience)
+    assert set(prompts.STYLE_WORDING) == set(ImageStyle)
+
+
+def test_the_life_system_forbids_invention_and_sets_voice() -> None:
+    system = prompts.writer_system(brief(language="ta-IN", tone=Tone.HUMOROUS))
+
+    assert "never invent" in system
+    assert "Tamil" in system
+    assert prompts.TONE_WORDING[Tone.HUMOROUS] in system
+    assert prompts.AUDIENCE_WORDING[Audience.FAMILY] in system
+
+
+def test_the_creative_system_serves_the_premise() -> None:
+    system = prompts.writer_system(brief(kind="creative"))
+
+    assert "premise" in system
+    assert "never invent" not in system
+
+
+def test_the_section_prompt_carries_material_beats_and_length() -> None:
+    section = brief(
+        target_words=240, beats=("The tea stall.", "The flood."), premise="", heading="Rain"
+    )
+    text = prompts.section_prompt(section)
+
+    assert section.material in text
+    assert "- The tea stall.\n- The flood." in text
+    assert "Rain" in text
+    assert "Section 2 of 7" in text
+    assert ABOUT_WORDS.findall(text)[-1] == "240"  # the phrase the fake reads
+
+
+def test_a_creative_section_prompt_carries_the_premise() -> None:
+    text = prompts.section_prompt(brief(kind="creative", premise="A kite that can talk."))
+
+    assert "A kite that can talk." in text
+
+
+def test_adjust_and_proofread_prompts() -> None:
+    draft = "one two three four five"
+
+    adjust = prompts.adjust_prompt(brief(target_words=300), draft)
+    proof = prompts.proofread_prompt(brief(), draft)
+
+    assert draft in adjust
+    assert "has 5 words" in adjust
+    assert ABOUT_WORDS.findall(adjust)[-1] == "300"
+    assert draft in proof
+    assert "Hindi" in proof
+    assert ABOUT_WORDS.findall(proof)[-1] == "5"
+
+
+def test_the_continue_prompt_asks_for_the_rest() -> None:
+    assert ABOUT_WORDS.findall(prompts.continue_prompt(80))[-1] == "80"
+    assert ABOUT_WORDS.findall(prompts.continue_prompt(-5))[-1] == "20"
+
+
+def test_the_outline_prompt_and_schema() -> None:
+    planned = [brief(key="origins", material="Born in Pune."), brief(key="youth", material="")]
+
+    text = prompts.outline_prompt(planned)
+    schema = prompts.outline_schema(2)
+
+    assert "Born in Pune." in text
+    assert "(youth)" in text
+    assert "exactly 2 sections" in text
+    sections = schema["properties"]["sections"]
+    assert (sections["minItems"], sections["maxItems"]) == (2, 2)
+    beats = sections["items"]["properties"]["beats"]
+    assert (beats["minItems"], beats["maxItems"]) == (2, 4)
+
+
+def test_the_plan_prompt_and_schema() -> None:
+    text = prompts.plan_prompt("T", ["first page", "second page"], ImageStyle.REALISTIC)
+
+    assert "first page" in text
+    assert "second page" in text
+    assert prompts.STYLE_WORDING[ImageStyle.REALISTIC] in text
+    assert prompts.plan_schema(2)["properties"]["prompts"]["minItems"] == 2
+    assert "same way" in prompts.plan_system()
+
+
+def test_image_prompts_differ_by_style_and_reference() -> None:
+    texts = {s: prompts.image_prompt("A kite", s, has_reference=False) for s in ImageStyle}
+
+    assert len(set(texts.values())) == len(ImageStyle)
+    assert all("A kite" in t and "Do not draw any words" in t for t in texts.values())
+    with_reference = prompts.image_prompt("A kite", ImageStyle.ARTISTIC, has_reference=True)
+    assert "looking the same" in with_reference
+    assert "looking the same" not in texts[ImageStyle.ARTISTIC]

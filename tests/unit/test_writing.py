@@ -1,0 +1,451 @@
+"""Word counts, section budgets, the length check, pagination and illustration pages."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storyloom.models import CreativeStory, LifeStory
+from storyloom.writing import (
+    SectionBudget,
+    count_words,
+    illustration_pages,
+    length_gap,
+    length_ok,
+    paginate,
+    plan_sections,
+)
+
+VOCABULARY = ["alpha", "beta", "gamma", "घर", "गया", "बचपन", "அவன்", "போனான்", "বাড়ি", "42"]
+
+
+def words_of(n: int, prefix: str = "w") -> str:
+    return " ".join(f"{prefix}{i}" for i in range(n))
+
+
+def book(
+    rng: random.Random, words: int, sentence_end: float, paragraph_end: float, marks: float = 0.0
+) -> str:
+    """A text of exactly `words` words with sentences and paragraphs at the given rates."""
+    out: list[str] = []
+    for i in range(words):
+        word = rng.choice(VOCABULARY)
+        if rng.random() < sentence_end:
+            word += rng.choice([".", "?", "!", "।", "॥", '."', ".”"])
+        out.append(word)
+        if rng.random() < marks:
+            out.append(rng.choice(["—", "।", "*"]))
+        if i < words - 1 and rng.random() < paragraph_end:
+            out.append("\n\n")
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------- count_words
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 0),
+        ("   \n\t ", 0),
+        ("The sun rose.", 3),
+        ("one—two", 1),
+        ("wait — what", 2),
+        ("It cost 3.5 rupees!", 4),
+        ("मैं घर गया।", 3),
+        ("मैं घर गया । फिर ॥", 4),
+        ("हाँ, क्षत्रिय", 2),  # vowel signs, nasal marks, conjuncts belong to their words
+        ("அவன் வீட்டுக்குப் போனான்.", 3),
+        ("আমি বাড়ি গেলাম।", 3),
+        ("“ ” ... -- ।", 0),
+        ("Amma said, “घर चलो।” அவள்", 5),
+    ],
+)
+def test_count_words(text: str, expected: int) -> None:
+    assert count_words(text) == expected
+
+
+@given(
+    st.lists(st.sampled_from(VOCABULARY), max_size=50),
+    st.lists(st.sampled_from(["—", "।", "॥", "...", "-", "“"]), max_size=10),
+)
+def test_count_words_ignores_lone_marks(words: list[str], marks: list[str]) -> None:
+    mixed = words + marks
+    random.Random(len(mixed)).shuffle(mixed)
+    assert count_words(" \n ".join(mixed)) == len(words)
+
+
+# ---------------------------------------------------------------- plan_sections: life
+
+
+def test_life_sections_follow_the_stages_and_sum_exactly() -> None:
+    story = LifeStory.model_validate(
+        {
+            "id": "asha",
+            "kind": "life",
+            "title": "Asha",
+            "language": "hi-IN",
+            "stages": {
+                "legacy": "She left a school behind.",
+                "childhood": ["A village by the river.", "Mangoes in May."],
+                "youth": "",
+            },
+        }
+    )
+    budgets = plan_sections("life", story.material(), 2000)
+    assert [b.key for b in budgets] == ["childhood", "legacy"]
+    assert budgets[0].material == "A village by the river.\n\nMangoes in May."
+    assert sum(b.target_words for b in budgets) == 2000
+
+
+def test_life_budgets_grow_with_the_square_root_of_material() -> None:
+    material = [("origins", words_of(4)), ("childhood", words_of(400)), ("legacy", "")]
+    budgets = plan_sections("life", material, 2300)
+    # weights sqrt(4)=2, sqrt(400)=20, sqrt(max(1, 0))=1: shares 200, 2000, 100 exactly
+    assert [b.target_words for b in budgets] == [200, 2000, 100]
+
+
+def test_life_largest_remainder_rounding() -> None:
+    material = [("origins", "a"), ("childhood", "b"), ("youth", "c")]
+    budgets = plan_sections("life", material, 100)
+    assert [b.target_words for b in budgets] == [34, 33, 33]
+
+
+def test_thin_stage_always_gets_a_word_when_there_are_enough() -> None:
+    material = [("origins", "x")] + [(f"s{i}", words_of(10_000)) for i in range(6)]
+    budgets = plan_sections("life", material, 7)
+    assert [b.target_words for b in budgets] == [1] * 7
+
+
+@given(
+    st.lists(st.integers(0, 5000), min_size=1, max_size=7).filter(any),
+    st.integers(700, 60_000),
+)
+def test_life_budget_properties(sizes: list[int], total: int) -> None:
+    material = [(f"stage{i}", words_of(n)) for i, n in enumerate(sizes)]
+    budgets = plan_sections("life", material, total)
+    assert sum(b.target_words for b in budgets) == total
+    assert all(b.target_words >= 1 for b in budgets)
+    weights = [math.sqrt(max(1, n)) for n in sizes]
+    for budget, weight in zip(budgets, weights, strict=True):
+        assert abs(budget.target_words - total * weight / sum(weights)) < 1
+    ordered = sorted(zip(sizes, (b.target_words for b in budgets), strict=True))
+    assert [b for _, b in ordered] == sorted(b for _, b in ordered)
+
+
+# ---------------------------------------------------------------- plan_sections: creative
+
+
+@pytest.mark.parametrize(
+    ("total", "parts"),
+    [(1, 1), (374, 1), (750, 1), (1124, 1), (1125, 2), (3000, 4), (8999, 12), (100_000, 12)],
+)
+def test_creative_part_count(total: int, parts: int) -> None:
+    budgets = plan_sections("creative", [("premise", "A fox learns to fly.")], total)
+    assert [b.key for b in budgets] == [f"part-{i}" for i in range(1, parts + 1)]
+    assert sum(b.target_words for b in budgets) == total
+    assert max(b.target_words for b in budgets) - min(b.target_words for b in budgets) <= 1
+
+
+def test_creative_without_content_gives_every_part_the_premise() -> None:
+    story = CreativeStory(
+        id="fox", kind="creative", title="Fox", language="en-IN", premise="A fox flies."
+    )
+    budgets = plan_sections("creative", story.material(), 3000)
+    assert [b.material for b in budgets] == ["A fox flies."] * 4
+
+
+def test_creative_content_is_sliced_at_paragraphs() -> None:
+    paragraphs = [" ".join(f"P{p}s{s} is here." for s in range(10)) for p in range(8)]
+    content = "\n\n".join(paragraphs)
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 3000)
+    assert [b.material for b in budgets] == [
+        "\n\n".join(paragraphs[0:2]),
+        "\n\n".join(paragraphs[2:4]),
+        "\n\n".join(paragraphs[4:6]),
+        "\n\n".join(paragraphs[6:8]),
+    ]
+    assert [b.target_words for b in budgets] == [750] * 4
+
+
+def test_creative_content_in_one_paragraph_is_sliced_at_sentences() -> None:
+    content = " ".join(f"Sentence number {i} is here." for i in range(8))
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 1500)
+    assert [b.material for b in budgets] == [
+        " ".join(f"Sentence number {i} is here." for i in range(4)),
+        " ".join(f"Sentence number {i} is here." for i in range(4, 8)),
+    ]
+
+
+def test_creative_content_too_short_to_split_is_shared_with_the_premise() -> None:
+    budgets = plan_sections(
+        "creative", [("premise", "A fox flies."), ("content", "It was windy.")], 3000
+    )
+    assert [b.material for b in budgets] == ["A fox flies.\n\nIt was windy."] * 4
+
+
+@given(
+    st.lists(st.integers(1, 40), min_size=1, max_size=60),
+    st.integers(0, 2**32),
+    st.integers(1, 12_000),
+)
+def test_creative_slices_cover_the_content_in_order(
+    sentence_words: list[int], seed: int, total: int
+) -> None:
+    rng = random.Random(seed)
+    parts: list[str] = []
+    for n in sentence_words:
+        parts.append(" ".join(rng.choice(VOCABULARY) for _ in range(n)) + rng.choice([".", "।"]))
+        parts.append(rng.choice([" ", " ", "\n\n"]))
+    content = "".join(parts).strip()
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], total)
+    assert sum(b.target_words for b in budgets) == total
+    if len(sentence_words) >= len(budgets):
+        assert " ".join(b.material for b in budgets).split() == content.split()
+        assert all(b.material for b in budgets)
+    else:
+        assert all(b.material == f"Idea.\n\n{content}" for b in budgets)
+
+
+def test_creative_slices_are_balanced_by_words() -> None:
+    content = " ".join(" ".join(["word"] * 9) + "." for _ in range(120))  # 1080 words
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 9000)
+    sizes = [count_words(b.material) for b in budgets]
+    assert len(sizes) == 12
+    assert sum(sizes) == 1080
+    assert all(80 <= s <= 100 for s in sizes)
+
+
+@pytest.mark.parametrize(
+    ("kind", "material", "total", "message"),
+    [
+        ("life", [("origins", "x")], 0, "total_words"),
+        ("life", [], 100, "no material"),
+        ("creative", [], 100, "no material"),
+        ("life", [("origins", "  ")], 100, "no material"),
+        ("poem", [("origins", "x")], 100, "unknown story kind"),
+    ],
+)
+def test_plan_sections_rejects(
+    kind: str, material: list[tuple[str, str]], total: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_sections(kind, material, total)
+
+
+def test_section_budget_is_frozen() -> None:
+    budget = SectionBudget(key="part-1", material="m", target_words=10)
+    with pytest.raises(AttributeError):
+        budget.target_words = 11  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- length check
+
+
+def test_length_gap_is_relative_and_signed() -> None:
+    assert length_gap(90, 100) == pytest.approx(-0.1)
+    assert length_gap(125, 100) == pytest.approx(0.25)
+    assert length_gap(100, 100) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("actual", "ok"), [(95, True), (94, False), (100, True), (105, True), (106, False), (0, False)]
+)
+def test_length_ok_default_tolerance(actual: int, ok: bool) -> None:
+    assert length_ok(actual, 100) is ok
+
+
+def test_length_ok_custom_tolerance() -> None:
+    assert length_ok(880, 1000, tolerance=0.12)
+    assert not length_ok(879, 1000, tolerance=0.12)
+
+
+def test_length_check_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="target"):
+        length_gap(10, 0)
+    with pytest.raises(ValueError, match="tolerance"):
+        length_ok(10, 10, tolerance=-0.1)
+
+
+# ---------------------------------------------------------------- paginate
+
+
+def test_one_page_is_the_whole_text() -> None:
+    text = "  First paragraph here.\n\nSecond one.  "
+    [page] = paginate(text, 1, 250)
+    assert (page.number, page.text, page.words) == (1, text.strip(), 5)
+
+
+def test_pages_break_at_paragraph_ends() -> None:
+    paragraphs = [words_of(n, f"p{i}-") + "." for i, n in enumerate([24, 26, 25, 25])]
+    pages = paginate("\n\n".join(paragraphs), 4, 25)
+    assert [p.text for p in pages] == paragraphs
+    assert [p.words for p in pages] == [24, 26, 25, 25]
+    assert [p.number for p in pages] == [1, 2, 3, 4]
+
+
+def test_paragraph_end_wins_over_a_nearer_sentence_end() -> None:
+    # 100 words, 2 pages: the target is 50, the window 45..55; a paragraph ends at 46.
+    text = f"{words_of(46, 'a')}.\n\n{words_of(4, 'b')}. {words_of(50, 'c')}."
+    first, second = paginate(text, 2, 50)
+    assert first.text == f"{words_of(46, 'a')}."
+    assert first.words == 46
+    assert second.text.startswith(words_of(4, "b"))
+
+
+def test_sentence_end_wins_over_the_exact_word_boundary() -> None:
+    text = f"{words_of(48, 'a')}। {words_of(52, 'b')}"
+    first, second = paginate(text, 2, 50)
+    assert first.text.endswith("a47।")
+    assert (first.words, second.words) == (48, 52)
+
+
+def test_sentence_end_with_closing_quote() -> None:
+    text = f"{words_of(47, 'a')} end.” {words_of(52, 'B')}"
+    first, _ = paginate(text, 2, 50)
+    assert first.text.endswith("end.”")
+
+
+def test_without_punctuation_pages_break_at_the_target_word() -> None:
+    text = words_of(100)
+    pages = paginate(text, 4, 25)
+    assert [p.words for p in pages] == [25, 25, 25, 25]
+    assert pages[1].text.split()[0] == "w25"
+
+
+def test_far_sentence_end_loses_to_the_target_word() -> None:
+    # The only sentence end is 8 words off target; the window is +-5.
+    text = f"{words_of(42, 'a')}. {words_of(58, 'b')}"
+    first, _ = paginate(text, 2, 50)
+    assert first.words == 50
+
+
+def test_paragraphs_stay_inside_a_page() -> None:
+    text = "\n\n".join(words_of(10, f"p{i}-") for i in range(10))
+    pages = paginate(text, 2, 50)
+    assert pages[0].text == "\n\n".join(words_of(10, f"p{i}-") for i in range(5))
+
+
+def test_lone_marks_ride_with_a_word() -> None:
+    text = "— " + words_of(10) + " — ।"
+    pages = paginate(text, 2, 5)
+    assert [p.words for p in pages] == [5, 5]
+    assert pages[0].text.startswith("— w0")
+    assert pages[1].text.endswith("w9 — ।")
+
+
+def test_hindi_and_tamil_pages() -> None:
+    hindi = " ".join(["मैं बचपन में गाँव में रहता था।"] * 10)  # 70 words
+    tamil = " ".join(["அவள் பள்ளிக்குச் சென்றாள்."] * 10)  # 30 words
+    pages = paginate(f"{hindi}\n\n{tamil}", 2, 50)
+    assert [p.words for p in pages] == [49, 51]
+    assert pages[0].text.endswith("था।")
+
+
+@pytest.mark.parametrize(
+    ("text", "pages", "wpp", "message"),
+    [
+        ("one two three", 0, 10, "pages"),
+        ("one two three", 4, 10, "too few"),
+        ("— । ...", 1, 10, "too few"),
+        ("one two", 1, 0, "words_per_page"),
+    ],
+)
+def test_paginate_rejects(text: str, pages: int, wpp: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        paginate(text, pages, wpp)
+
+
+def test_long_book_paginates_quickly() -> None:
+    text = book(random.Random(7), 50_000, 0.07, 0.01)
+    started = time.perf_counter()
+    pages = paginate(text, 200, 250)
+    elapsed = time.perf_counter() - started
+    assert len(pages) == 200
+    assert sum(p.words for p in pages) == 50_000
+    assert all(212 <= p.words <= 288 for p in pages)
+    assert elapsed < 2.0
+
+
+@st.composite
+def books(draw: st.DrawFn, close_to_target: bool) -> tuple[str, int, int]:
+    pages = draw(st.integers(1, 40))
+    wpp = draw(st.integers(20, 300))
+    if close_to_target:
+        total = draw(st.integers(math.ceil(0.9 * pages * wpp), math.floor(1.1 * pages * wpp)))
+    else:
+        total = draw(st.integers(pages, 3 * pages * wpp))
+    # Punctuation from none at all (one endless sentence) to short sentences.
+    sentence_end = draw(st.sampled_from([0.0, 0.001, 0.02, 0.1, 0.5]))
+    paragraph_end = draw(st.sampled_from([0.0, 0.005, 0.05, 0.3]))
+    marks = draw(st.sampled_from([0.0, 0.05]))
+    seed = draw(st.integers(0, 2**32))
+    return book(random.Random(seed), total, sentence_end, paragraph_end, marks), pages, wpp
+
+
+@given(books(close_to_target=True))
+@settings(max_examples=150, deadline=None)
+def test_pages_stay_within_fifteen_percent(case: tuple[str, int, int]) -> None:
+    text, pages, wpp = case
+    result = paginate(text, pages, wpp)
+    assert len(result) == pages
+    assert all(abs(p.words - wpp) <= 0.15 * wpp for p in result), [p.words for p in result]
+
+
+@given(books(close_to_target=False))
+@settings(max_examples=150, deadline=None)
+def test_pages_cover_every_word_once_in_order(case: tuple[str, int, int]) -> None:
+    text, pages, wpp = case
+    result = paginate(text, pages, wpp)
+    assert [p.number for p in result] == list(range(1, pages + 1))
+    assert " ".join(p.text for p in result).split() == text.split()
+    assert all(p.words == count_words(p.text) and p.words >= 1 for p in result)
+    assert all(p.text == p.text.strip() for p in result)
+    average = count_words(text) / pages
+    # Breaks sit within a tenth of a page of their ideal point (plus rounding).
+    cumulative = 0
+    for k, page in enumerate(result[:-1], start=1):
+        cumulative += page.words
+        assert abs(cumulative - k * average) <= 0.1 * average + 1
+
+
+# ---------------------------------------------------------------- illustration_pages
+
+
+@pytest.mark.parametrize(
+    ("pages", "count", "expected"),
+    [
+        (8, 8, [1, 2, 3, 4, 5, 6, 7, 8]),
+        (8, 4, [1, 3, 5, 7]),
+        (8, 3, [1, 3, 6]),
+        (20, 1, [1]),
+        (12, 0, []),
+        (200, 5, [1, 41, 81, 121, 161]),
+    ],
+)
+def test_illustration_pages(pages: int, count: int, expected: list[int]) -> None:
+    assert illustration_pages(pages, count) == expected
+
+
+@pytest.mark.parametrize(("pages", "count"), [(4, 5), (4, -1), (0, 0)])
+def test_illustration_pages_rejects(pages: int, count: int) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        illustration_pages(pages, count)
+
+
+@given(st.integers(1, 200).flatmap(lambda p: st.tuples(st.just(p), st.integers(1, p))))
+def test_illustration_page_properties(case: tuple[int, int]) -> None:
+    pages, count = case
+    chosen = illustration_pages(pages, count)
+    assert len(chosen) == count
+    assert chosen[0] == 1
+    assert chosen == sorted(set(chosen))
+    assert max(chosen) <= pages
+    gaps = [b - a for a, b in itertools.pairwise(chosen)]
+    assert not gaps or max(gaps) - min(gaps) <= 1
