@@ -15,6 +15,7 @@ from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from storyloom import report, services
 from storyloom.media.base import StoredMedia, image_public_id
+from storyloom.media.local import preview_src
 from storyloom.models import Illustration, ImageStyle, Usage
 from storyloom.providers.base import ImageRequest, Picture
 from storyloom.settings import get_settings
@@ -128,7 +129,7 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
     gen.save_illustrations(items)
     progress.finish(f"{len(items)} illustrations, {len(failed)} failed")
     create_markdown_artifact(
-        report.illustrations_markdown(gen.story.title, items, sorted(failed)),
+        report.illustrations_markdown(gen.story.title, items, sorted(failed), preview_src),
         key=f"illustrations-{gen.story_id}",
         description=f"Illustrations of {gen.story.title}",
     )

@@ -7,7 +7,7 @@ finished story in one more language.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel
@@ -135,6 +135,11 @@ def _in_language(
     if target == source:
         return [(p.number, p.text) for p in pages], []
     translator = services.providers().translator
+    if translator.name.startswith("offline"):
+        get_run_logger().warning(
+            "the offline translator cannot translate: the %s narration reads the %s text",
+            target, source,
+        )  # fmt: skip
     futures = [
         (page.number, [translate.submit(chunk, source, target, translator.name)
                        for chunk in chunk_text(page.text, translator.max_chars)])

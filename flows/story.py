@@ -17,6 +17,7 @@ from flows.narration import NarrationResult, narration
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from storyloom import report, services
+from storyloom.media.local import preview_src
 from storyloom.models import (
     Audience,
     GenerationConfig,
@@ -98,7 +99,7 @@ def story(
     book = services.store().book(story_id)
     if book is not None:
         create_markdown_artifact(
-            report.book_markdown(book),
+            report.book_markdown(book, image_src=preview_src),
             key=f"storybook-{story_id}",
             description=f"{book.story.title}: the storybook",
         )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from storyloom.media.base import MediaKind, StoredMedia, story_prefix
 
@@ -57,3 +61,21 @@ class LocalMediaStore:
         count = sum(1 for p in folder.rglob("*") if p.is_file())
         shutil.rmtree(folder)
         return count
+
+
+def preview_src(url: str, max_side: int = 360) -> str:
+    """What a browser can show for a stored image: a local file becomes a small inline
+    JPEG (a Prefect artifact cannot load file:// URLs); any other URL is kept."""
+    if not url.startswith("file://"):
+        return url
+    from PIL import Image
+
+    path = Path(url2pathname(urlparse(url).path))
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((max_side, max_side))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=80)
+    except OSError:
+        return url
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
