@@ -7,10 +7,17 @@ in threads (each with a copy of the parent's Prefect context, so they nest under
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
+
+from prefect import Task
+from prefect.futures import PrefectFuture
+
+from storyloom.providers.errors import AccountError
+
+R = TypeVar("R")
 
 Child = tuple[Callable[..., Any], Mapping[str, Any]]
 
@@ -34,3 +41,23 @@ def run_children(**children: Child | None) -> dict[str, Any]:
         if error is not None:
             raise error
     return {name: f.result() for name, f in futures.items()}
+
+
+def submit_many(
+    task: Task[..., R], calls: Sequence[tuple[Any, ...]]
+) -> list[PrefectFuture[R]]:
+    """Submit one task per argument tuple, the first alone: if the provider refuses the
+    account (a bad key, an exhausted quota) the run fails after one call, not after a
+    whole batch. Otherwise the rest run side by side and each failure is the caller's."""
+    if not calls:
+        return []
+    first = task.submit(*calls[0])
+    first.wait()
+    if first.state.is_failed():
+        try:
+            first.result()
+        except AccountError:
+            raise
+        except Exception:  # noqa: S110 - an item's own failure: the caller decides
+            pass
+    return [first, *(task.submit(*args) for args in calls[1:])]

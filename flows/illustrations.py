@@ -11,13 +11,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
+from flows.fanout import submit_many
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from storyloom import report, services
-from storyloom.media.base import StoredMedia, image_public_id
+from storyloom.media.base import image_public_id
 from storyloom.media.local import preview_src
 from storyloom.models import Illustration, ImageStyle, Usage
 from storyloom.providers.base import ImageRequest, Picture
+from storyloom.providers.errors import AccountError
 from storyloom.settings import get_settings
 from storyloom.writing import illustration_pages
 from tasks.illustrations import draw_image
@@ -69,12 +71,14 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
         # One failed image never sinks the rest: log it and go on without it.
         future.wait()
         progress.advance(f"page {page} drawn")
-        if future.state.is_completed():
+        try:
             return future.result()
-        logger.warning("page %d: the illustration failed and is skipped: %s",
-                       page, future.state.message)  # fmt: skip
-        failed.append(page)
-        return None
+        except AccountError:
+            raise  # every other picture would fail the same way
+        except Exception as exc:
+            logger.warning("page %d: the illustration failed and is skipped: %s", page, exc)
+            failed.append(page)
+            return None
 
     if numbers:
         via = providers.notes["image"]
@@ -97,22 +101,28 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
         rest = [draw_image.submit(request(p, first), via) for p in plan.prompts[1:]]
         pictures = [first] + [settled(f, n) for f, n in zip(rest, numbers[1:], strict=True)]
 
-        uploads: list[tuple[int, str, Picture, PrefectFuture[StoredMedia]]] = []
-        for number, prompt, picture in zip(numbers, plan.prompts, pictures, strict=True):
-            if picture is not None:
-                usage.append(picture.usage)
-                public_id = image_public_id(gen.story_id, number)
-                future = store_media.submit(public_id, picture.data, "image", "png", media.name)
-                uploads.append((number, prompt, picture, future))
-        for number, prompt, picture, upload in uploads:
+        drawn = [
+            (number, prompt, picture)
+            for number, prompt, picture in zip(numbers, plan.prompts, pictures, strict=True)
+            if picture is not None
+        ]
+        usage += [picture.usage for _, _, picture in drawn]
+        uploads = submit_many(
+            store_media,
+            [(image_public_id(gen.story_id, n), pic.data, "image", "png", media.name)
+             for n, _, pic in drawn],
+        )  # fmt: skip
+        for (number, prompt, picture), upload in zip(drawn, uploads, strict=True):
             upload.wait()
             progress.advance(f"page {number} stored")
-            if not upload.state.is_completed():
-                logger.warning("page %d: storing the illustration failed: %s",
-                               number, upload.state.message)  # fmt: skip
+            try:
+                stored = upload.result()
+            except AccountError:
+                raise
+            except Exception as exc:
+                logger.warning("page %d: storing the illustration failed: %s", number, exc)
                 failed.append(number)
                 continue
-            stored = upload.result()
             items.append(
                 Illustration(
                     position=len(items) + 1,  # 1, the first one stored, is the banner

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
+from flows.fanout import submit_many
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from storyloom import report, services
 from storyloom.audio import join_wavs, wav_duration
-from storyloom.chapters import ChapterPlan, chapter_title, chunk_text, plan_chapters
-from storyloom.media.base import StoredMedia, audio_public_id
+from storyloom.chapters import chapter_title, chunk_text, plan_chapters
+from storyloom.media.base import audio_public_id
 from storyloom.models import AudioChapter, Language, Page, Usage
 from storyloom.providers.base import Speech
 from storyloom.settings import get_settings
@@ -76,22 +76,30 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
             max_seconds=settings.chapter_max_seconds,
         )
         progress.grow(len(plans))
-        pieces = [
-            [speak.submit(chunk, language, providers.notes["speech"])
-             for chunk in chunk_text(plan.text, providers.speaker.max_chars)]
-            for plan in plans
-        ]  # fmt: skip
-        chapters: list[AudioChapter] = []
-        uploads: list[tuple[ChapterPlan, float, PrefectFuture[StoredMedia]]] = []
-        for plan, futures in zip(plans, pieces, strict=True):
-            speech: list[Speech] = [f.result() for f in futures]
+        pieces = [chunk_text(plan.text, providers.speaker.max_chars) for plan in plans]
+        spoken = iter(
+            submit_many(
+                speak,
+                [(piece, language, providers.notes["speech"]) for ps in pieces for piece in ps],
+            )
+        )
+        wavs: list[bytes] = []
+        for chapter_pieces in pieces:
+            speech: list[Speech] = [next(spoken).result() for _ in chapter_pieces]
             usage += [s.usage for s in speech]
-            wav = join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS)
-            public_id = audio_public_id(gen.story_id, language, plan.position)
-            upload = store_media.submit(public_id, wav, "audio", "wav", media.name)
-            uploads.append((plan, wav_duration(wav), upload))
-        for plan, seconds, upload in uploads:
+            wavs.append(join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS))
+        uploads = submit_many(
+            store_media,
+            [
+                (audio_public_id(gen.story_id, language, plan.position), wav, "audio", "wav",
+                 media.name)
+                for plan, wav in zip(plans, wavs, strict=True)
+            ],
+        )  # fmt: skip
+        chapters: list[AudioChapter] = []
+        for plan, wav, upload in zip(plans, wavs, uploads, strict=True):
             stored = upload.result()
+            seconds = wav_duration(wav)
             chapters.append(
                 AudioChapter(
                     language=language,
@@ -140,15 +148,16 @@ def _in_language(
             "the offline translator cannot translate: the %s narration reads the %s text",
             target, source,
         )  # fmt: skip
-    futures = [
-        (page.number, [translate.submit(chunk, source, target, translator.name)
-                       for chunk in chunk_text(page.text, translator.max_chars)])
-        for page in pages
-    ]  # fmt: skip
+    pieces = [chunk_text(page.text, translator.max_chars) for page in pages]
+    done = iter(
+        submit_many(
+            translate, [(piece, source, target, translator.name) for ps in pieces for piece in ps]
+        )
+    )
     texts: list[tuple[int, str]] = []
     usage: list[Usage] = []
-    for number, parts in futures:
-        written = [f.result() for f in parts]
+    for page, page_pieces in zip(pages, pieces, strict=True):
+        written = [next(done).result() for _ in page_pieces]
         usage += [w.usage for w in written]
-        texts.append((number, " ".join(w.text for w in written)))
+        texts.append((page.number, " ".join(w.text for w in written)))
     return texts, usage

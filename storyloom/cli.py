@@ -167,6 +167,13 @@ def stories_show(
                 f"{item.width}x{item.height}", item.url,
             )  # fmt: skip
         console.print(pics)
+    if book.usage:
+        cost = Table("provider", "calls", "input tokens", "output tokens", "characters",
+                     title="Cost of this book")  # fmt: skip
+        for u in book.usage:
+            cost.add_row(u.provider, str(u.calls), str(u.input_tokens), str(u.output_tokens),
+                         str(u.characters))  # fmt: skip
+        console.print(cost)
     for language, chapters in book.chapters.items():
         table = Table("#", "title", "from page", "seconds", "url", title=f"Narration {language}")
         for ch in chapters:
@@ -285,15 +292,23 @@ def demo() -> None:
 
 @app.command()
 def doctor() -> None:
-    """Say which provider serves each role."""
-    from storyloom import services
+    """Say which provider serves each role and whether it answers.
 
-    table = Table("role", "provider")
-    for role, name in services.providers().notes.items():
-        table.add_row(role, name)
-    table.add_row("media", services.media().name)
-    table.add_row("database", get_settings().database_url.split("://", 1)[0])
+    Real services get their cheapest call: Gemini and Cloudinary cost nothing, Sarvam
+    a few characters (it has no free endpoint).
+    """
+    from storyloom.doctor import diagnose
+
+    checks = diagnose(get_settings())
+    table = Table("role", "provider", "kind", "answers", "detail")
+    for check in checks:
+        table.add_row(
+            check.role, check.provider, "real" if check.real else "offline",
+            "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail,
+        )  # fmt: skip
     console.print(table)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
 
 
 def _safe_url(url: str) -> str:

@@ -35,7 +35,12 @@ import cloudinary.utils
 import urllib3.exceptions
 
 from storyloom.media.base import MediaKind, StoredMedia, story_prefix
-from storyloom.providers.errors import PermanentError, ProviderError, TransientError
+from storyloom.providers.errors import (
+    AccountError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 
 PROVIDER = "cloudinary"
 
@@ -241,6 +246,13 @@ class CloudinaryMediaStore:
 
     # --- beyond the protocol ------------------------------------------------------------
 
+    def probe(self) -> str:
+        """The Admin API's ping: proves the cloud, key and secret; costs no upload."""
+        answer = self._admin_api(cloudinary.api.ping)
+        if answer.get("status") != "ok":
+            raise PermanentError(PROVIDER, "Cloudinary answered the ping without status ok")
+        return "ping ok"
+
     def delete(self, public_id: str, *, kind: MediaKind) -> bool:
         """Delete one file; True if it was there."""
         _check_public_id(public_id)
@@ -399,13 +411,13 @@ def cloudinary_error(
             PROVIDER, f"Cloudinary server error ({status}): {message}", status=status
         )
     if status == 401:
-        return PermanentError(
+        return AccountError(
             PROVIDER,
             f"Cloudinary rejected the credentials (401; check the API key and secret): {message}",
             status=status,
         )
     if status == 403:
-        return PermanentError(
+        return AccountError(
             PROVIDER, f"Cloudinary refused the request (403): {message}", status=status
         )
     if status == 404:

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from storyloom.media.base import MediaKind, StoredMedia, story_prefix
+from storyloom.providers.errors import PermanentError
 
 
 class LocalMediaStore:
@@ -53,6 +54,19 @@ class LocalMediaStore:
             bytes=len(data),
             thumbnail_url=url if kind == "image" else "",
         )
+
+    def probe(self) -> str:
+        """Whether files can be written here: creates the folder if missing, then writes and
+        removes one empty file."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            Path(tmp).unlink()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise PermanentError(self.name, f"cannot write to {self.root}: {reason}") from None
+        return f"folder {self.root} is writable"
 
     def delete_story(self, story_id: str) -> int:
         folder = self.root / story_prefix(story_id)  # refuses ids that would widen it

@@ -31,5 +31,10 @@ class PermanentError(ProviderError):
     """Not worth retrying: bad key, bad request, exhausted quota, a safety block."""
 
 
+class AccountError(PermanentError):
+    """Every call to this provider will fail the same way: a bad or revoked key, an
+    exhausted quota. A run stops at the first one instead of paying for a batch."""
+
+
 class SafetyBlockError(PermanentError):
     """The provider refused the content (a prompt or output safety block)."""

@@ -51,6 +51,7 @@ from storyloom.providers.base import (
     Written,
 )
 from storyloom.providers.errors import (
+    AccountError,
     PermanentError,
     ProviderError,
     SafetyBlockError,
@@ -119,7 +120,7 @@ def to_provider_error(
     said = f"{code} {status}".strip()
 
     if code == 429 and _quota_is_final(details, message):
-        return PermanentError(
+        return AccountError(
             provider,
             f"Gemini quota exhausted for the day or not in this plan ({said}): {message}",
             status=code,
@@ -135,13 +136,13 @@ def to_provider_error(
         )
     reasons = {str(d.get("reason", "")) for d in details}
     if "API_KEY_INVALID" in reasons or "API key not valid" in message:
-        return PermanentError(
+        return AccountError(
             provider,
             f"Gemini rejected the API key ({said}): set a valid GEMINI_API_KEY",
             status=code,
         )
     if code in (401, 403):
-        return PermanentError(
+        return AccountError(
             provider,
             f"Gemini refused access ({said}): the API key is missing, revoked or not allowed "
             f"to use this model. {message}",
@@ -224,6 +225,19 @@ def _call(
         # `from None`: the SDK exception's text is the whole response body, which we do not
         # control; our message keeps what matters, scrubbed.
         raise to_provider_error(exc, provider, secrets) from None
+
+
+def probe_model(client: genai.Client, provider: str, model: str, secrets: Sequence[str]) -> str:
+    """Read the model's resource (`GET /{version}/models/{model}`): proves the key works and
+    the model exists for it, and costs no tokens."""
+    try:
+        found = client.models.get(model=model)
+    except (genai_errors.APIError, genai_errors.UnknownApiResponseError, *_TRANSPORT_ERRORS) as exc:
+        raise to_provider_error(exc, provider, secrets) from None
+    actions = found.supported_actions or []
+    if actions and "generateContent" not in actions:
+        raise PermanentError(provider, f"model {model} does not offer generateContent")
+    return f"model {model} found"
 
 
 def _finish_reason(response: types.GenerateContentResponse) -> str:
@@ -326,6 +340,10 @@ class GoogleWriter:
         self._temperature = temperature
         self._max_output_tokens = max_output_tokens
         self._secrets = _client_secrets(client)
+
+    def probe(self) -> str:
+        """Whether Gemini answers for this key and knows the model (no tokens spent)."""
+        return probe_model(self._client, TEXT_PROVIDER, self.model, self._secrets)
 
     def _config(
         self, system: str, schema: dict[str, Any] | None = None
@@ -474,6 +492,10 @@ class GoogleIllustrator:
         self.name = f"gemini:{model}"
         self.image_size = image_size
         self._secrets = _client_secrets(client)
+
+    def probe(self) -> str:
+        """Whether Gemini answers for this key and knows the model (no image drawn)."""
+        return probe_model(self._client, IMAGE_PROVIDER, self.model, self._secrets)
 
     def draw(self, request: ImageRequest) -> Picture:
         """Draw one illustration; a reference image keeps the characters the same."""

@@ -451,6 +451,10 @@ class OfflineWriter:
 
     name = "offline-writer"
 
+    def probe(self) -> str:
+        """Nothing to reach: the writer is code in this process."""
+        return "ready (deterministic, no network)"
+
     def outline(self, sections: list[SectionBrief]) -> Outline:
         """Give each brief a heading (stage label or "Part N") and 2-4 beats from its material."""
         return Outline(
@@ -890,6 +894,10 @@ class OfflineIllustrator:
 
     name = "offline-illustrator"
 
+    def probe(self) -> str:
+        """Nothing to reach: Pillow draws in this process."""
+        return "ready (draws with Pillow, no network)"
+
     def draw(self, request: ImageRequest) -> Picture:
         """A PNG of the request's aspect ratio (long side 1024), deterministic from its prompt."""
         width, height = _image_size(request.aspect_ratio)
@@ -1015,6 +1023,13 @@ class OfflineSpeaker:
     name = "offline-espeak"
     max_chars = 2500
 
+    def probe(self) -> str:
+        """Speak one word: proves the library loads and finds its voice data."""
+        samples, _ = _espeak("hello", _VOICES["en-IN"])
+        if not samples:
+            raise PermanentError(self.name, "eSpeak NG spoke no audio for a test word")
+        return f"spoke 1 word; voice data at {espeakng_loader.get_data_path()}"
+
     def speak(self, text: str, language: Language) -> Speech:
         """A mono 16-bit WAV of the text in the language's eSpeak NG voice."""
         if not text.strip():
@@ -1039,6 +1054,10 @@ class OfflineTranslator:
 
     name = "offline-translator"
     max_chars = 5000
+
+    def probe(self) -> str:
+        """Nothing to reach; says what offline translation means."""
+        return "ready (cannot translate: narration in another language reads the original)"
 
     def translate(self, text: str, source: Language, target: Language) -> Written:
         """The text itself, untranslated (there is no offline translation model)."""

@@ -22,7 +22,12 @@ import httpx
 
 from storyloom.models import LANGUAGES, Language, Usage
 from storyloom.providers.base import Speech, Written
-from storyloom.providers.errors import PermanentError, ProviderError, TransientError
+from storyloom.providers.errors import (
+    AccountError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 
 TTS_USAGE = "sarvam-tts"
 TRANSLATE_USAGE = "sarvam-translate"
@@ -58,6 +63,10 @@ _SECONDS_PER_CHAR: Mapping[str, float] = {
     "pa-IN": 0.060, "od-IN": 0.060,
     "ta-IN": 0.055, "te-IN": 0.055, "kn-IN": 0.055, "ml-IN": 0.055,
 }  # fmt: skip
+
+# What `storyloom doctor` sends: the smallest paid calls that prove the key works.
+PROBE_WORD = "Hello"
+PROBE_PHRASE = "Good morning"
 
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_MESSAGE = 300  # server messages are quoted, but never a whole HTML error page
@@ -102,9 +111,9 @@ def map_error(provider: str, error: httpx.HTTPError, *, secret: str) -> Provider
     code, message = _error_details(response, secret)
     if status == 429 and code == "insufficient_quota_error":
         # A quota runs out for the billing period: waiting a few seconds will not help.
-        return PermanentError(provider, "Sarvam quota exhausted", status=status)
+        return AccountError(provider, "Sarvam quota exhausted", status=status)
     if status in (401, 403):
-        return PermanentError(provider, "Sarvam rejected the API key", status=status)
+        return AccountError(provider, "Sarvam rejected the API key", status=status)
     if status in _RETRYABLE_STATUSES or status >= 500:
         return TransientError(
             provider,
@@ -210,6 +219,12 @@ class SarvamSpeaker(_SarvamClient):
         self.pace = pace
         self.max_chars = TTS_MAX_CHARS[model]
 
+    def probe(self) -> str:
+        """Speak one word. Sarvam has no free endpoint; this costs a few characters of TTS,
+        and unlike a translate call it proves this model and voice are served to this key."""
+        self.speak(PROBE_WORD, "en-IN")
+        return f"answered (spoke 1 word as {self.speaker})"
+
     def speak(self, text: str, language: Language) -> Speech:
         """Speak text as a mono 16-bit WAV; what the API would refuse is refused before calling."""
         if not text.strip():
@@ -284,6 +299,11 @@ class SarvamTranslator(_SarvamClient):
         self.name = f"sarvam/{model}"
         self.model = model
         self.max_chars = TRANSLATE_MAX_CHARS[model]
+
+    def probe(self) -> str:
+        """Translate two words. Sarvam has no free endpoint: this costs 12 characters."""
+        self.translate(PROBE_PHRASE, "en-IN", "hi-IN")
+        return f"answered (translated {len(PROBE_PHRASE.split())} words)"
 
     def translate(self, text: str, source: Language, target: Language) -> Written:
         """Translate text from source to target; the same language costs no call."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,25 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**options)
 
 
+def _use_wal(cursor: Any) -> None:
+    """Switch the database to WAL (readers never block the writer), once per file.
+
+    SQLite does not call the busy handler for this switch: when several processes open a
+    new database at once, the losers get "database is locked" at once. The mode sticks
+    to the file, so they wait a little and find it done.
+    """
+    for attempt in range(50):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+
+
 def _sqlite_engine(url: URL) -> Engine:
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -62,8 +83,10 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            # The timeout first: switching a new database to WAL takes a lock too, and
+            # another process may be doing the same (workers migrating at once).
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")  # cascades live in the schema
             cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough under WAL
         finally:

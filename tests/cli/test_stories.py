@@ -151,3 +151,19 @@ def test_generate_an_unknown_story_is_refused() -> None:
     result = runner.invoke(app, ["generate", "nobody"])
     assert result.exit_code == 1
     assert "no story with id 'nobody'" in result.output
+
+
+def test_doctor_offline_says_every_role_answers() -> None:
+    result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for role in ("text", "image", "speech", "translation", "media", "database"):
+        assert role in result.output
+    assert "offline-espeak" in result.output
+    assert "FAIL" not in result.output
+
+
+def test_doctor_fails_when_a_forced_provider_has_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORYLOOM_SPEECH_PROVIDER", "real")
+    result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "SARVAM_API_KEY" in result.output

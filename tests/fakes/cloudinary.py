@@ -1,4 +1,5 @@
-"""A loopback Cloudinary: the Upload API and the Admin API calls storyloom makes.
+"""A loopback Cloudinary: the Upload API and the Admin API calls storyloom makes
+(upload, destroy, delete by prefix, delete folder, ping).
 
 It checks what the real service checks (the upload signature, the API key, a stale
 timestamp, Basic auth on the Admin API), keeps assets in memory by (resource type,
@@ -239,6 +240,15 @@ class CloudinaryFake:
 
     # --- routes -----------------------------------------------------------------------
 
+    async def ping(self, request: Request) -> JSONResponse:
+        """`GET /v1_1/{cloud}/ping` (Admin API, Basic auth): `{"status": "ok"}`."""
+        try:
+            self._check_cloud(request)
+            self._check_basic_auth(request)
+            return JSONResponse({"status": "ok"}, headers=self._rate_headers())
+        except ApiError as exc:
+            return error_response(exc)
+
     async def upload(self, request: Request) -> JSONResponse:
         try:
             self._check_cloud(request)
@@ -463,6 +473,7 @@ def build_app(state: CloudinaryState) -> FaultMiddleware:
                 methods=["DELETE"],
             ),
             Route("/v1_1/{cloud}/folders/{path:path}", fake.delete_folder, methods=["DELETE"]),
+            Route("/v1_1/{cloud}/ping", fake.ping, methods=["GET"]),
             Route(f"/v1_1/{{cloud}}/{rt}/upload", fake.upload, methods=["POST"]),
             Route(f"/v1_1/{{cloud}}/{rt}/destroy", fake.destroy, methods=["POST"]),
         ]

@@ -4,6 +4,8 @@ It speaks the wire protocol the google-genai SDK uses (see the Gemini part of
 /work/shared/reference/providers.md): `POST /{version}/models/{model}:generateContent`
 with the key in `x-goog-api-key`, camelCase JSON (some nested keys snake_case), answers
 with candidates and usageMetadata, and errors in Google's `{"error": {...}}` shape.
+`GET /{version}/models/{model}` (what `client.models.get` sends, and what `storyloom
+doctor` probes with) answers the model's resource, or 404 for a model not in `models`.
 
 Key checks follow the real API: no key answers 403 PERMISSION_DENIED; a wrong key answers
 400 INVALID_ARGUMENT with an ErrorInfo detail whose reason is API_KEY_INVALID.
@@ -238,6 +240,8 @@ class GeminiState(FakeState):
     # Queued content outcomes, one per generateContent call: "BLOCK" (promptFeedback) or
     # a finishReason ("SAFETY", "MAX_TOKENS", "IMAGE_SAFETY", "NO_IMAGE", ...).
     outcomes: deque[str] = field(default_factory=deque)
+    # The same, for image calls only (so a run's text calls pass untouched).
+    image_outcomes: deque[str] = field(default_factory=deque)
     image_text: str | None = "Here is the illustration you asked for."
     models: frozenset[str] | None = None  # None: any model id is known
     requests: list[GeminiRequest] = field(default_factory=list)
@@ -252,16 +256,24 @@ class GeminiState(FakeState):
         with self._content_lock:
             self.outcomes.extend([reason] * times)
 
+    def finish_next_image(self, reason: str, times: int = 1) -> None:
+        """The next image calls finish with this finishReason; text calls are untouched."""
+        with self._content_lock:
+            self.image_outcomes.extend([reason] * times)
+
     def reset(self) -> None:
         super().reset()
         with self._content_lock:
             self.outcomes.clear()
+            self.image_outcomes.clear()
             self.requests.clear()
             self.image_text = "Here is the illustration you asked for."
             self.models = None
 
-    def _next_outcome(self) -> str:
+    def _next_outcome(self, image: bool = False) -> str:
         with self._content_lock:
+            if image and self.image_outcomes:
+                return self.image_outcomes.popleft()
             return self.outcomes.popleft() if self.outcomes else "STOP"
 
 
@@ -428,15 +440,33 @@ def _answer(
 
 
 PATH = re.compile(r"^(?:/.*)?/(?P<version>[^/]+)/models/(?P<model>[^/:]+):(?P<method>\w+)$")
+MODEL_PATH = re.compile(r"^(?:/.*)?/(?P<version>[^/]+)/models/(?P<model>[^/:]+)$")
+
+
+def model_resource(model: str) -> dict[str, Any]:
+    """What `GET /{version}/models/{model}` answers for a known model (real field names)."""
+    image = "image" in model
+    return {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": model.replace("-", " ").title(),
+        "description": f"The fake's {model}.",
+        "inputTokenLimit": 65536 if image else 1048576,
+        "outputTokenLimit": 32768 if image else 65536,
+        "supportedGenerationMethods": ["generateContent", "countTokens", "batchGenerateContent"],
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2,
+        "thinking": not image,
+    }
 
 
 def make_app(state: GeminiState) -> FaultMiddleware:
-    """The ASGI app: the generateContent route behind FaultMiddleware."""
+    """The ASGI app: generateContent and models.get behind FaultMiddleware."""
 
-    async def endpoint(request: Request) -> JSONResponse:
-        match = PATH.match(request.url.path)
-        if match is None or match["method"] != "generateContent":
-            return JSONResponse(error_body(404), 404)
+    def refuse_key(request: Request) -> JSONResponse | None:
+        """The real API's answer to a missing or wrong key; None when the key is right."""
         key = request.headers.get("x-goog-api-key")
         if not key:
             return JSONResponse(error_body(403), 403)
@@ -448,18 +478,41 @@ def make_app(state: GeminiState) -> FaultMiddleware:
                 "metadata": {"service": "generativelanguage.googleapis.com"},
             }
             return JSONResponse(error_body(400, BAD_KEY_MESSAGE, details=[detail]), 400)
+        return None
+
+    def unknown_model(version: str, model: str, method: str) -> JSONResponse | None:
+        if state.models is not None and model not in state.models:
+            message = (
+                f"models/{model} is not found for API version {version}, or is "
+                f"not supported for {method}."
+            )
+            return JSONResponse(error_body(404, message), 404)
+        return None
+
+    async def get_model(request: Request) -> JSONResponse:
+        match = MODEL_PATH.match(request.url.path)
+        if match is None:
+            return JSONResponse(error_body(404), 404)
+        refused = refuse_key(request) or unknown_model(match["version"], match["model"], "get")
+        if refused is not None:
+            return refused
+        return JSONResponse(model_resource(match["model"]))
+
+    async def endpoint(request: Request) -> JSONResponse:
+        match = PATH.match(request.url.path)
+        if match is None or match["method"] != "generateContent":
+            return JSONResponse(error_body(404), 404)
+        if (refused := refuse_key(request)) is not None:
+            return refused
         raw = await request.body()
         try:
             body = json.loads(raw)
         except ValueError:
             return JSONResponse(error_body(400, "Invalid JSON payload received."), 400)
         model = match["model"]
-        if state.models is not None and model not in state.models:
-            message = (
-                f"models/{model} is not found for API version {match['version']}, or is "
-                "not supported for generateContent."
-            )
-            return JSONResponse(error_body(404, message), 404)
+        refused = unknown_model(match["version"], model, "generateContent")
+        if refused is not None:
+            return refused
         req = GeminiRequest(
             version=match["version"],
             model=model,
@@ -473,13 +526,19 @@ def make_app(state: GeminiState) -> FaultMiddleware:
             size is not None and size not in IMAGE_SCALE
         ):
             return JSONResponse(error_body(400, "Unsupported image config."), 400)
-        req.answer = _answer(req, state._next_outcome(), len(raw), state.image_text)
+        is_image = "IMAGE" in (_get(req.generation_config, "responseModalities") or [])
+        req.answer = _answer(req, state._next_outcome(is_image), len(raw), state.image_text)
         # Logged before answering, so a test sees it as soon as its call returns (the
         # middleware's `calls` entry is only appended after the answer is sent).
         state.requests.append(req)
         return JSONResponse(req.answer)
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/{path:path}", endpoint, methods=["POST"]),
+            Route("/{path:path}", get_model, methods=["GET"]),
+        ]
+    )
     return FaultMiddleware(app, state, fault_body)
 
 

@@ -17,7 +17,12 @@ from PIL import Image
 
 from storyloom.media.base import MediaStore, audio_public_id, image_public_id
 from storyloom.media.cloudinary import CloudinaryMediaStore, cloudinary_error
-from storyloom.providers.errors import PermanentError, ProviderError, TransientError
+from storyloom.providers.errors import (
+    AccountError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake, signature_for
 from tests.fakes.server import Fault
 
@@ -389,7 +394,7 @@ CALLS: dict[str, Callable[[CloudinaryMediaStore], None]] = {
         (503, TransientError),
         (504, TransientError),
         (400, PermanentError),
-        (403, PermanentError),
+        (403, AccountError),
         (404, PermanentError),
     ],
 )
@@ -492,7 +497,7 @@ def test_invalid_image_is_permanent(store: CloudinaryMediaStore) -> None:
             502,
         ),
         (cloudinary.exceptions.GeneralError("Socket Error: reset"), TransientError, None),
-        (cloudinary.exceptions.AuthorizationRequired("api_secret mismatch"), PermanentError, 401),
+        (cloudinary.exceptions.AuthorizationRequired("api_secret mismatch"), AccountError, 401),
         (cloudinary.exceptions.NotFound("Can't find folder"), PermanentError, 404),
         (ValueError("Must supply api_key"), PermanentError, None),
     ],

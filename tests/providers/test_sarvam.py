@@ -16,7 +16,12 @@ import pytest
 
 from storyloom.models import LANGUAGES, Language
 from storyloom.providers.base import Speaker, Translator
-from storyloom.providers.errors import PermanentError, ProviderError, TransientError
+from storyloom.providers.errors import (
+    AccountError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 from storyloom.providers.sarvam import (
     SarvamSpeaker,
     SarvamTranslator,
@@ -312,7 +317,7 @@ def test_rate_limit_without_retry_after_leaves_the_wait_to_the_caller(
 def test_exhausted_quota_is_permanent(http: httpx.Client, base_url: str, state: FakeState) -> None:
     state.schedule(quota_exhausted())
     error = speak_error(http, base_url)
-    assert type(error) is PermanentError
+    assert type(error) is AccountError  # every further call would fail the same way
     assert "quota" in str(error)
     assert error.status == 429
 

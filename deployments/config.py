@@ -1,0 +1,139 @@
+"""What `storyloom setup` creates on a Prefect server, from STORYLOOM_* variables.
+
+Apart from storyloom.settings.Settings on purpose: these knobs matter to whoever runs
+setup against a server, never to the flows themselves.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from prefect.client.schemas.schedules import CronSchedule
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The pool names are fixed: prefect.yaml names them and the docs talk about them.
+# Only their limits are knobs.
+STORY_POOL = "story"
+IMAGES_POOL = "images"
+AUDIO_POOL = "audio"
+
+# One global concurrency limit per external API. Tasks take a slot with
+# `rate_limit(name, strict=True)`; strict, because Prefect skips a missing limit with
+# only a warning and the call runs unthrottled.
+GEMINI_TEXT_LIMIT = "api:gemini-text"
+GEMINI_IMAGE_LIMIT = "api:gemini-image"
+SARVAM_LIMIT = "api:sarvam"
+CLOUDINARY_LIMIT = "api:cloudinary"
+
+AUTOMATION_NAME = "storyloom: run failed"
+NIGHTLY_DEPLOYMENT = "reprocess/nightly"
+
+
+class ApiLimit(NamedTuple):
+    """A global concurrency limit's size: a burst, then a sustained rate."""
+
+    limit: int
+    slot_decay_per_second: float
+
+
+class OpsSettings(BaseSettings):
+    """Sizes of pools and limits, the alert target and the nightly schedule."""
+
+    # hide_input_in_errors: a malformed webhook URL may still hold its secret token.
+    model_config = SettingsConfigDict(
+        env_prefix="STORYLOOM_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
+
+    # Runs at a time per pool: the three queues the design started from.
+    story_pool_limit: int = Field(2, ge=1)
+    images_pool_limit: int = Field(1, ge=1)
+    audio_pool_limit: int = Field(2, ge=1)
+    # Only used when a pool is created; an existing pool keeps its type (a Docker or
+    # Kubernetes pool made by hand is respected).
+    pool_type: str = "process"
+
+    # A limit with slot decay is a token bucket: `limit` calls may start at once, then
+    # slots come back at slot_decay_per_second, which is the sustained rate.
+    gemini_text_limit: int = Field(8, ge=1)
+    gemini_text_slot_decay_per_second: float = Field(1.0, gt=0)
+    gemini_image_limit: int = Field(2, ge=1)
+    gemini_image_slot_decay_per_second: float = Field(0.2, gt=0)
+    # Sarvam's starter plan allows 30 requests a minute: 0.5 a second.
+    sarvam_limit: int = Field(4, ge=1)
+    sarvam_slot_decay_per_second: float = Field(0.5, gt=0)
+    cloudinary_limit: int = Field(8, ge=1)
+    cloudinary_slot_decay_per_second: float = Field(2.0, gt=0)
+
+    # Where failed and crashed runs are reported: a plain webhook (setup keeps a Webhook
+    # block named alert_webhook_block with this URL), and/or an existing notification
+    # block named "<block-type-slug>/<name>", e.g. "slack-webhook/ops". Neither: no alert.
+    alert_webhook_url: SecretStr | None = None
+    alert_webhook_block: str = Field("storyloom-alerts", pattern=r"^[a-z0-9-]+$")
+    alert_notification_block: str | None = Field(None, pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
+
+    reprocess_cron: str = "0 2 * * *"
+    reprocess_timezone: str = "Asia/Kolkata"
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here so a typo fails before anything is written, without echoing the
+        # secret in the error.
+        if value is None or not value.get_secret_value():
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("alert_webhook_url must be an http(s) URL")
+        return value
+
+    @field_validator("reprocess_timezone")
+    @classmethod
+    def _valid_schedule(cls, timezone: str) -> str:
+        CronSchedule(cron="0 2 * * *", timezone=timezone)  # raises on an unknown zone
+        return timezone
+
+    @field_validator("reprocess_cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        CronSchedule(cron=cron)  # raises on a malformed expression
+        return cron
+
+    @property
+    def pools(self) -> dict[str, int]:
+        """Work pool name → runs at a time."""
+        return {
+            STORY_POOL: self.story_pool_limit,
+            IMAGES_POOL: self.images_pool_limit,
+            AUDIO_POOL: self.audio_pool_limit,
+        }
+
+    @property
+    def api_limits(self) -> dict[str, ApiLimit]:
+        """Global concurrency limit name → its size."""
+        return {
+            GEMINI_TEXT_LIMIT: ApiLimit(
+                self.gemini_text_limit, self.gemini_text_slot_decay_per_second
+            ),
+            GEMINI_IMAGE_LIMIT: ApiLimit(
+                self.gemini_image_limit, self.gemini_image_slot_decay_per_second
+            ),
+            SARVAM_LIMIT: ApiLimit(self.sarvam_limit, self.sarvam_slot_decay_per_second),
+            CLOUDINARY_LIMIT: ApiLimit(
+                self.cloudinary_limit, self.cloudinary_slot_decay_per_second
+            ),
+        }
+
+    @property
+    def reprocess_schedule(self) -> CronSchedule:
+        """The nightly reprocessing schedule."""
+        return CronSchedule(cron=self.reprocess_cron, timezone=self.reprocess_timezone)
+
+
+def mask_url(url: str) -> str:
+    """The URL down to its scheme and host: enough to recognise, nothing secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…"

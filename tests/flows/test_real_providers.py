@@ -1,0 +1,189 @@
+"""The whole `story` flow on the real clients (google-genai, httpx, cloudinary) against
+loopback fakes of Gemini, Sarvam and Cloudinary."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
+
+from flows.story import story
+from storyloom import services
+from storyloom.models import LifeStory
+from tasks import policy
+from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
+from tests.fakes.gemini import GeminiState, gemini_fake
+from tests.fakes.sarvam import sarvam_fake
+from tests.fakes.server import FakeState, Fault
+
+pytestmark = pytest.mark.flows
+
+
+@dataclass
+class Fakes:
+    gemini: GeminiState
+    sarvam: FakeState
+    cloudinary: CloudinaryState
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
+    with (
+        gemini_fake("gemini-key") as (gemini_url, gemini),
+        sarvam_fake("sarvam-key") as (sarvam_url, sarvam),
+        cloudinary_fake("demo", "123", "s3cret") as (cloudinary_url, cloudinary),
+        # Every test pays again: nothing comes from an earlier test's cache.
+        temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}),
+    ):
+        monkeypatch.setenv("GEMINI_API_KEY", "gemini-key")
+        monkeypatch.setenv("STORYLOOM_GEMINI_BASE_URL", gemini_url)
+        monkeypatch.setenv("SARVAM_API_KEY", "sarvam-key")
+        monkeypatch.setenv("STORYLOOM_SARVAM_BASE_URL", sarvam_url)
+        monkeypatch.setenv(
+            "CLOUDINARY_URL", f"cloudinary://123:s3cret@demo?upload_prefix={cloudinary_url}"
+        )
+        services.reset()
+        yield Fakes(gemini, sarvam, cloudinary)
+
+
+def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:
+    result = story(story_id=life_story.id, pages=4, narration_languages=["hi-IN"])
+
+    book = services.store().book(life_story.id)
+    assert book is not None
+    assert book.generation_id == result.generation_id
+    assert len(book.pages) == 4
+    assert all(250 * 0.85 <= p.words <= 250 * 1.15 for p in book.pages)
+
+    # Gemini: one outline, one call a section (7 stages), one proofread a section (the
+    # fake writes to length: no rewrites), one illustration plan, four images.
+    text_calls = [c for c in fakes.gemini.calls if ":generateContent" in c.path]
+    image_model = services.providers().illustrator
+    images = [c for c in text_calls if image_model.name.split(":")[-1] in c.path]
+    assert len(images) == 4
+    assert len(text_calls) - len(images) == 1 + 7 + 7 + 1
+    assert all(c.headers["x-goog-api-key"] == "gemini-key" for c in fakes.gemini.calls)
+
+    # Sarvam: English pages translated to Hindi page by page, then one TTS call per
+    # chapter piece.
+    translations = fakes.sarvam.calls_to("/translate")
+    assert len(translations) == 4
+    speech = fakes.sarvam.calls_to("/text-to-speech")
+    chapters = book.chapters["hi-IN"]
+    assert len(speech) >= len(chapters) >= 2
+    assert chapters[0].text.startswith("[hi-IN]")  # the fake's "translation"
+    assert sum(c.text.count("[hi-IN]") for c in chapters) == 4
+
+    # Cloudinary: every image and chapter uploaded once, under the story's folders.
+    assert sorted(fakes.cloudinary.public_ids("image")) == [
+        f"stories/{life_story.id}/images/page-0{n}" for n in range(1, 5)
+    ]
+    assert sorted(fakes.cloudinary.public_ids("video")) == [
+        f"stories/{life_story.id}/audio/hi-IN/chapter-{n:02d}"
+        for n in range(1, len(chapters) + 1)
+    ]
+    uploads = fakes.cloudinary.calls_to("/upload")
+    assert len(uploads) == 4 + len(chapters)
+    assert book.banner_url is not None
+    assert "f_auto,q_auto" in book.banner_url
+
+    # Cost: calls and tokens per provider, recorded on the story.
+    usage = {u.provider: u for u in book.usage}
+    assert usage["gemini-text"].calls == 16
+    assert usage["gemini-text"].input_tokens > 0
+    assert usage["gemini-text"].output_tokens > 0
+    assert usage["gemini-image"].calls == 4
+    assert usage["sarvam-translate"].calls == 4
+    assert usage["sarvam-tts"].calls == len(speech)
+    assert usage["sarvam-tts"].characters >= sum(len(c.text) for c in chapters) * 0.9
+
+
+def test_every_story_completes_with_20_percent_of_calls_failing(
+    life_story: LifeStory, fakes: Fakes
+) -> None:
+    for fake in (fakes.gemini, fakes.sarvam, fakes.cloudinary):
+        fake.fail_every = 5  # every fifth call: 503 with Retry-After
+    policy.requested_waits.clear()
+
+    result = story(story_id=life_story.id, pages=4, narration_languages=["hi-IN"])
+
+    book = services.store().book(life_story.id)
+    assert book is not None
+    assert book.generation_id == result.generation_id
+    assert len(book.illustrations) == 4
+    assert book.chapters["hi-IN"]
+    for fake in (fakes.gemini, fakes.sarvam, fakes.cloudinary):
+        assert any(c.status == 503 for c in fake.calls), fake
+    # Each 503 said Retry-After: 0.01 s, and each was waited out before the retry.
+    failures = sum(c.status == 503 for f in (fakes.gemini, fakes.sarvam) for c in f.calls)
+    assert len(policy.requested_waits) >= failures
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "provider"),
+    [
+        ("GEMINI_API_KEY", "wrong-key", "Gemini"),
+        ("SARVAM_API_KEY", "wrong-key", "Sarvam"),
+    ],
+)
+def test_a_bad_key_fails_fast_naming_the_provider(
+    life_story: LifeStory, fakes: Fakes, monkeypatch: pytest.MonkeyPatch,
+    variable: str, value: str, provider: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(variable, value)
+    services.reset()
+
+    with pytest.raises(Exception, match=provider) as failure:
+        story(story_id=life_story.id, pages=4, images=False, narration_languages=["hi-IN"])
+
+    assert value not in str(failure.value)
+    fake = fakes.gemini if provider == "Gemini" else fakes.sarvam
+    refused = [c for c in fake.calls if c.status in (400, 401, 403)]
+    assert len(refused) == 1  # one call, no retries of a permanent error
+    assert services.store().book(life_story.id) is None
+    latest = services.store().latest_generation(life_story.id)
+    assert latest is not None
+    assert latest.status == "failed"
+
+
+def test_a_safety_block_fails_the_image_not_the_book(life_story: LifeStory, fakes: Fakes) -> None:
+    fakes.gemini.finish_next_image("IMAGE_SAFETY")
+
+    result = story(story_id=life_story.id, pages=4, narration_languages=[])
+
+    assert result.illustrations is not None
+    assert len(result.illustrations.failed_pages) == 1
+    book = services.store().book(life_story.id)
+    assert book is not None
+    assert len(book.illustrations) == 3
+    assert book.illustrations[0].position == 1
+
+
+def test_retry_after_is_waited_out(life_story: LifeStory, fakes: Fakes) -> None:
+    fakes.sarvam.schedule(Fault(429, retry_after=7, path_contains="/translate"))
+    policy.requested_waits.clear()
+
+    story(story_id=life_story.id, pages=4, images=False, narration_languages=["hi-IN"])
+
+    assert 7.0 in policy.requested_waits
+    assert [c.status for c in fakes.sarvam.calls_to("/translate")].count(429) == 1
+
+
+def test_a_bad_cloudinary_secret_fails_fast(
+    life_story: LifeStory, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert services.media().name == "cloudinary"
+    good = os.environ["CLOUDINARY_URL"]
+    monkeypatch.setenv("CLOUDINARY_URL", good.replace(":s3cret@", ":not-the-secret@"))
+    services.reset()
+
+    with pytest.raises(Exception, match="Cloudinary") as failure:
+        story(story_id=life_story.id, pages=4, narration_languages=[])
+
+    assert "not-the-secret" not in str(failure.value)
+    refused = [c for c in fakes.cloudinary.calls_to("/upload") if c.status == 401]
+    assert len(refused) == 1
+    assert services.store().book(life_story.id) is None
