@@ -43,6 +43,7 @@ from storyloom.providers.errors import (
 )
 
 PROVIDER = "cloudinary"
+POOL_CONNECTIONS = 16
 
 # Audio goes up as "video": Cloudinary has no audio resource type.
 RESOURCE_TYPES: dict[MediaKind, str] = {"image": "image", "audio": "video"}
@@ -329,7 +330,9 @@ def _without_transport_retries() -> None:
     """Make the SDK's two connection pools answer with what the server said, at once.
 
     The managers are module globals built at import; new pools take `retries` from
-    connection_pool_kw, and clear() drops pools built before. Idempotent.
+    connection_pool_kw, and clear() drops pools built before. Idempotent. The pools also
+    keep as many connections as a flow uploads at once (urllib3 keeps one by default and
+    drops the rest with a warning).
     """
     for module in (cloudinary.uploader, cloudinary.api_client.call_api):
         manager = getattr(module, "_http", None)
@@ -340,6 +343,7 @@ def _without_transport_retries() -> None:
             and pool_kw.get("retries") is not False
         ):
             pool_kw["retries"] = False
+            pool_kw["maxsize"] = POOL_CONNECTIONS
             manager.clear()
 
 

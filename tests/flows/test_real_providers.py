@@ -12,7 +12,7 @@ from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.story import story
 from storyloom import services
-from storyloom.models import LifeStory
+from storyloom.models import CreativeStory, LifeStory
 from tasks import policy
 from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
 from tests.fakes.gemini import GeminiState, gemini_fake
@@ -102,19 +102,21 @@ def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:
 
 
 def test_every_story_completes_with_20_percent_of_calls_failing(
-    life_story: LifeStory, fakes: Fakes
+    life_story: LifeStory, creative_story: CreativeStory, fakes: Fakes
 ) -> None:
     for fake in (fakes.gemini, fakes.sarvam, fakes.cloudinary):
         fake.fail_every = 5  # every fifth call: 503 with Retry-After
     policy.requested_waits.clear()
 
-    result = story(story_id=life_story.id, pages=4, narration_languages=["hi-IN"])
+    for tale, languages in ((life_story, ["hi-IN"]), (creative_story, ["en-IN", "ta-IN"])):
+        result = story(story_id=tale.id, pages=4, narration_languages=languages)
 
-    book = services.store().book(life_story.id)
-    assert book is not None
-    assert book.generation_id == result.generation_id
-    assert len(book.illustrations) == 4
-    assert book.chapters["hi-IN"]
+        book = services.store().book(tale.id)
+        assert book is not None
+        assert book.generation_id == result.generation_id
+        assert len(book.pages) == 4
+        assert len(book.illustrations) == 4
+        assert set(book.chapters) == set(languages)
     for fake in (fakes.gemini, fakes.sarvam, fakes.cloudinary):
         assert any(c.status == 503 for c in fake.calls), fake
     # Each 503 said Retry-After: 0.01 s, and each was waited out before the retry.
