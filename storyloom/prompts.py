@@ -11,6 +11,7 @@ from typing import Any
 
 from storyloom.models import Audience, ImageStyle, Language, Tone
 from storyloom.providers.base import SectionBrief
+from storyloom.writing import count_words
 
 PROMPT_VERSION = "2026-12-01.1"
 
@@ -270,8 +271,3 @@ def image_prompt(prompt: str, style: ImageStyle, *, has_reference: bool) -> str:
         )
     lines.append(_NO_TEXT)
     return "\n".join(lines)
-
-
-def count_words(text: str) -> int:
-    """Words as whitespace-separated runs, which is how the length targets are counted."""
-    return len(text.split())

@@ -23,11 +23,9 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import email.utils
 import io
 import json
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -56,7 +54,9 @@ from storyloom.providers.errors import (
     ProviderError,
     SafetyBlockError,
     TransientError,
+    parse_retry_after,
 )
+from storyloom.writing import count_words
 
 TEXT_PROVIDER = "gemini-text"
 IMAGE_PROVIDER = "gemini-image"
@@ -191,20 +191,8 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 
 
 def _retry_after_header(response: Any) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds or an HTTP date."""
     headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(headers.get("retry-after") if headers is not None else None)
 
 
 # --------------------------------------------------------------------- answers
@@ -373,7 +361,7 @@ class GoogleWriter:
                     TEXT_PROVIDER,
                     "Gemini spent max_output_tokens before writing any text: raise it",
                 )
-            left = target_words - prompts.count_words(text)
+            left = target_words - count_words(text)
             contents = [
                 types.Content(role="user", parts=[types.Part.from_text(text=prompt)]),
                 types.Content(role="model", parts=[types.Part.from_text(text=text)]),
@@ -454,7 +442,7 @@ class GoogleWriter:
         return self._prose(
             prompts.writer_system(brief),
             prompts.proofread_prompt(brief, text),
-            prompts.count_words(text),
+            count_words(text),
         )
 
     def plan_illustrations(

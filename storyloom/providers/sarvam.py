@@ -14,8 +14,6 @@ import binascii
 import io
 import wave
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -27,6 +25,7 @@ from storyloom.providers.errors import (
     PermanentError,
     ProviderError,
     TransientError,
+    parse_retry_after,
 )
 
 TTS_USAGE = "sarvam-tts"
@@ -75,23 +74,6 @@ _MAX_MESSAGE = 300  # server messages are quoted, but never a whole HTML error p
 def make_http_client(timeout_seconds: float) -> httpx.Client:
     """The httpx client for Sarvam: one timeout for connect, read, write and pool."""
     return httpx.Client(timeout=httpx.Timeout(timeout_seconds))
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header, given as seconds or as an HTTP date; None if absent."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT even when it fails to say so
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def map_error(provider: str, error: httpx.HTTPError, *, secret: str) -> ProviderError:

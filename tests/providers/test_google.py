@@ -36,6 +36,7 @@ from storyloom.providers.google import (
     make_client,
     to_provider_error,
 )
+from storyloom.writing import count_words
 from tests.fakes.gemini import (
     ABOUT_WORDS,
     GeminiState,
@@ -174,7 +175,7 @@ def test_write_section_gives_about_target_words_and_counts_tokens(
 ) -> None:
     written = writer.write_section(brief(target_words=180))
 
-    assert abs(prompts.count_words(written.text) - 180) <= 18
+    assert abs(count_words(written.text) - 180) <= 18
     assert "\n\n" in written.text  # paragraphs
     assert written.usage.provider == "gemini-text"
     assert (written.usage.input_tokens, written.usage.output_tokens) == tokens(state)
@@ -216,7 +217,7 @@ def test_adjust_length_sends_the_draft_and_the_new_target(
 
     written = writer.adjust_length(brief(target_words=90), draft)
 
-    assert abs(prompts.count_words(written.text) - 90) <= 9
+    assert abs(count_words(written.text) - 90) <= 9
     assert draft in state.requests[0].prompt_text
     assert (written.usage.input_tokens, written.usage.output_tokens) == tokens(state)
 
@@ -226,7 +227,7 @@ def test_proofread_keeps_the_length(writer: GoogleWriter, state: GeminiState) ->
 
     written = writer.proofread(brief(), text)
 
-    assert abs(prompts.count_words(written.text) - 60) <= 6
+    assert abs(count_words(written.text) - 60) <= 6
     assert text in state.requests[0].prompt_text
     assert written.usage.calls == 1
 
@@ -520,7 +521,7 @@ def test_max_tokens_continues_once_and_joins_the_text(
     assert turns[1]["parts"][0]["text"] == partial
     assert "Continue" in turns[2]["parts"][0]["text"]
     assert written.text.startswith(partial)
-    assert abs(prompts.count_words(written.text) - 200) <= 20
+    assert abs(count_words(written.text) - 200) <= 20
     assert written.usage.calls == 2
     assert written.usage.input_tokens == tokens(state, 0)[0] + tokens(state, 1)[0]
     assert written.usage.output_tokens == tokens(state, 0)[1] + tokens(state, 1)[1]
