@@ -13,26 +13,31 @@ from prefect.client.schemas.schedules import CronSchedule
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storyloom.limits import (
+    CLOUDINARY,
+    GEMINI_IMAGE,
+    GEMINI_TEXT,
+    SARVAM,
+    in_flight_limit,
+    rate_limit_name,
+)
+
 # The pool names are fixed: prefect.yaml names them and the docs talk about them.
 # Only their limits are knobs.
 STORY_POOL = "story"
 IMAGES_POOL = "images"
 AUDIO_POOL = "audio"
+# Runs that wait on other runs (reprocess waits on the story runs it submits): on the
+# story pool they would hold a slot the runs they wait for need.
+MAINTENANCE_POOL = "maintenance"
 
-# One global concurrency limit per external API. Tasks take a slot with
-# `rate_limit(name, strict=True)`; strict, because Prefect skips a missing limit with
-# only a warning and the call runs unthrottled.
-GEMINI_TEXT_LIMIT = "api:gemini-text"
-GEMINI_IMAGE_LIMIT = "api:gemini-image"
-SARVAM_LIMIT = "api:sarvam"
-CLOUDINARY_LIMIT = "api:cloudinary"
 
 AUTOMATION_NAME = "storyloom: run failed"
 NIGHTLY_DEPLOYMENT = "reprocess/nightly"
 
 
 class ApiLimit(NamedTuple):
-    """A global concurrency limit's size: a burst, then a sustained rate."""
+    """A global concurrency limit's size: slots, and how fast they decay (0: never)."""
 
     limit: int
     slot_decay_per_second: float
@@ -50,21 +55,26 @@ class OpsSettings(BaseSettings):
     story_pool_limit: int = Field(2, ge=1)
     images_pool_limit: int = Field(1, ge=1)
     audio_pool_limit: int = Field(2, ge=1)
+    # One reprocess at a time: a second would only find and wait on the first's runs.
+    maintenance_pool_limit: int = Field(1, ge=1)
     # Only used when a pool is created; an existing pool keeps its type (a Docker or
     # Kubernetes pool made by hand is respected).
     pool_type: str = "process"
 
-    # A limit with slot decay is a token bucket: `limit` calls may start at once, then
-    # slots come back at slot_decay_per_second, which is the sustained rate.
-    gemini_text_limit: int = Field(8, ge=1)
-    gemini_text_slot_decay_per_second: float = Field(1.0, gt=0)
-    gemini_image_limit: int = Field(2, ge=1)
-    gemini_image_slot_decay_per_second: float = Field(0.2, gt=0)
+    # Per external API (storyloom/limits.py), across every worker: calls in flight, and
+    # calls a second sustained. Each becomes a global concurrency limit: `api:<name>`
+    # with `in_flight` slots and no decay, `rate:<name>` with slot decay `per_second`
+    # (a token bucket as deep as `in_flight`: after a quiet spell that many may start
+    # at once, then the rate holds).
+    gemini_text_in_flight: int = Field(8, ge=1)
+    gemini_text_per_second: float = Field(1.0, gt=0)
+    gemini_image_in_flight: int = Field(2, ge=1)
+    gemini_image_per_second: float = Field(0.2, gt=0)
     # Sarvam's starter plan allows 30 requests a minute: 0.5 a second.
-    sarvam_limit: int = Field(4, ge=1)
-    sarvam_slot_decay_per_second: float = Field(0.5, gt=0)
-    cloudinary_limit: int = Field(8, ge=1)
-    cloudinary_slot_decay_per_second: float = Field(2.0, gt=0)
+    sarvam_in_flight: int = Field(4, ge=1)
+    sarvam_per_second: float = Field(0.5, gt=0)
+    cloudinary_in_flight: int = Field(8, ge=1)
+    cloudinary_per_second: float = Field(2.0, gt=0)
 
     # Where failed and crashed runs are reported: a plain webhook (setup keeps a Webhook
     # block named alert_webhook_block with this URL), and/or an existing notification
@@ -107,23 +117,23 @@ class OpsSettings(BaseSettings):
             STORY_POOL: self.story_pool_limit,
             IMAGES_POOL: self.images_pool_limit,
             AUDIO_POOL: self.audio_pool_limit,
+            MAINTENANCE_POOL: self.maintenance_pool_limit,
         }
 
     @property
     def api_limits(self) -> dict[str, ApiLimit]:
-        """Global concurrency limit name → its size."""
-        return {
-            GEMINI_TEXT_LIMIT: ApiLimit(
-                self.gemini_text_limit, self.gemini_text_slot_decay_per_second
-            ),
-            GEMINI_IMAGE_LIMIT: ApiLimit(
-                self.gemini_image_limit, self.gemini_image_slot_decay_per_second
-            ),
-            SARVAM_LIMIT: ApiLimit(self.sarvam_limit, self.sarvam_slot_decay_per_second),
-            CLOUDINARY_LIMIT: ApiLimit(
-                self.cloudinary_limit, self.cloudinary_slot_decay_per_second
-            ),
+        """Global concurrency limit name → its size: two per external API."""
+        sizes = {
+            GEMINI_TEXT: (self.gemini_text_in_flight, self.gemini_text_per_second),
+            GEMINI_IMAGE: (self.gemini_image_in_flight, self.gemini_image_per_second),
+            SARVAM: (self.sarvam_in_flight, self.sarvam_per_second),
+            CLOUDINARY: (self.cloudinary_in_flight, self.cloudinary_per_second),
         }
+        limits: dict[str, ApiLimit] = {}
+        for api, (in_flight, per_second) in sizes.items():
+            limits[in_flight_limit(api)] = ApiLimit(in_flight, 0.0)
+            limits[rate_limit_name(api)] = ApiLimit(in_flight, per_second)
+        return limits
 
     @property
     def reprocess_schedule(self) -> CronSchedule:

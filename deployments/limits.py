@@ -1,4 +1,5 @@
-"""The two layers of limits: runs per work pool, and calls per external API.
+"""The two layers of limits: runs per work pool, and calls per external API (two global
+concurrency limits each: calls in flight, and their rate; see storyloom/limits.py).
 
 prefect.yaml cannot set either (see shared/reference/prefect.md), so they are made here.
 Each function reads what the server has, writes only what differs, and says which.
@@ -74,7 +75,8 @@ def ensure_work_pool(
 def ensure_api_limit(
     client: SyncPrefectClient, name: str, size: ApiLimit, *, dry_run: bool
 ) -> SetupItem:
-    """A global concurrency limit with slot decay: a burst of `limit`, then a steady rate."""
+    """One global concurrency limit of an external API (storyloom/limits.py): without
+    slot decay it caps calls in flight, with slot decay it caps their rate."""
     try:
         current = client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
@@ -112,13 +114,18 @@ def ensure_api_limit(
     note = "" if current.active else "inactive: calls are not throttled until it is activated"
     if not changes:
         return SetupItem(kind="concurrency limit", name=name, outcome=Outcome.UNCHANGED, note=note)
-    if not dry_run:
-        client.update_global_concurrency_limit(
-            name,
-            GlobalConcurrencyLimitUpdate(
-                limit=size.limit, slot_decay_per_second=size.slot_decay_per_second
-            ),
+    update = GlobalConcurrencyLimitUpdate(
+        limit=size.limit, slot_decay_per_second=size.slot_decay_per_second
+    )
+    if current.slot_decay_per_second > 0 and size.slot_decay_per_second == 0:
+        # Slots taken while it decayed are never given back: without decay they would
+        # stay taken for good. Calls in flight release theirs into a floor of zero.
+        update = GlobalConcurrencyLimitUpdate(
+            limit=size.limit, slot_decay_per_second=0.0, active_slots=0
         )
+        changes.append("active_slots: reset to 0")
+    if not dry_run:
+        client.update_global_concurrency_limit(name, update)
     return SetupItem(
         kind="concurrency limit", name=name, outcome=Outcome.UPDATED, changes=changes, note=note
     )

@@ -1,6 +1,6 @@
 """`storyloom setup`: everything production needs on a Prefect server, idempotently.
 
-Work pools with their limits, a global concurrency limit per external API, the
+Work pools with their limits, two global concurrency limits per external API, the
 deployments of prefect.yaml, and an alert on failed runs. Each object is read first and
 written only where it differs from what settings and prefect.yaml ask for, so a second
 run reports everything unchanged.

@@ -36,7 +36,11 @@ class IllustrationsResult(BaseModel):
     usage: list[Usage]
 
 
-@flow(name="illustrations", description="Draw and store a story's illustrations.")
+@flow(
+    name="illustrations",
+    description="Draw and store a story's illustrations.",
+    persist_result=True,  # read by a parent that started this run from its deployment
+)
 def illustrations(
     story_id: str,
     generation_id: str | None = None,

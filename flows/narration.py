@@ -36,7 +36,11 @@ class NarrationResult(BaseModel):
     usage: list[Usage]
 
 
-@flow(name="narration", description="Narrate a story in chapters of about a minute.")
+@flow(
+    name="narration",
+    description="Narrate a story in chapters of about a minute.",
+    persist_result=True,  # read by a parent that started this run from its deployment
+)
 def narration(
     story_id: str,
     languages: list[Language] | None = None,

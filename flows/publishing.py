@@ -56,6 +56,15 @@ class Generation:
         services.store().add_usage(self.id, usage)
 
 
+def _resumed(story_id: str, run_id: str) -> str | None:
+    """The generation this flow run started before it was handed back, if still open:
+    the rerun continues it (and its paid work is cached) instead of starting over."""
+    for info in services.store().generations(story_id, limit=5):
+        if info.flow_run_id == run_id and info.status == "running":
+            return info.id
+    return None
+
+
 @contextmanager
 def open_generation(
     story_id: str,
@@ -84,13 +93,15 @@ def open_generation(
         config = GenerationConfig.model_validate({**current.config.model_dump(), **changes})
     config = config.for_story(story)
     run_id = flow_run.get_id()
-    new_id = store.start_generation(
-        story_id,
-        config,
-        prompt_version=PROMPT_VERSION,
-        flow_run_id=str(run_id) if run_id else None,
-        copy_from_current=copy,
-    )
+    new_id = _resumed(story_id, str(run_id)) if run_id else None
+    if new_id is None:
+        new_id = store.start_generation(
+            story_id,
+            config,
+            prompt_version=PROMPT_VERSION,
+            flow_run_id=str(run_id) if run_id else None,
+            copy_from_current=copy,
+        )
     try:
         yield Generation(new_id, story, config)
     except BaseException as exc:

@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.fanout import run_children
+from flows.fanout import cancel_children, run_children
 from flows.illustrations import IllustrationsResult, illustrations
 from flows.narration import NarrationResult, narration
 from flows.progress import Progress
@@ -47,7 +47,12 @@ class StoryResult(BaseModel):
     usage: list[Usage]
 
 
-@flow(name="story", description="Turn a story into a storybook: text, pictures, narration.")
+@flow(
+    name="story",
+    description="Turn a story into a storybook: text, pictures, narration.",
+    on_cancellation=[cancel_children],
+    on_crashed=[cancel_children],
+)
 def story(
     story_id: StoryId,
     pages: int = _DEFAULT.pages,

@@ -32,11 +32,12 @@ SAMPLES = Path(__file__).parent / "samples"
 BAD_INPUT = 2
 
 
-def _prepare_prefect() -> None:
+def _prepare_prefect(*, quiet: bool = True) -> None:
     # The embedded default keeps Prefect's database and results inside the project, not
     # in the user's home, and keeps the console quiet (every log still reaches the UI).
     os.environ.setdefault("PREFECT_HOME", str((get_settings().home / "prefect").resolve()))
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    if quiet:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
@@ -315,3 +316,32 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def setup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would change.")] = False,
+) -> None:
+    """Create (or bring up to date) the pools, limits, alert and deployments on the
+    Prefect server named by PREFECT_API_URL. Running it twice changes nothing."""
+    _prepare_prefect()
+    from storyloom import jobs
+
+    report = jobs.setup(dry_run=dry_run)
+    console.print(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="The work pool: story, images or audio.")],
+    limit: Annotated[int | None, typer.Option(help="Runs at a time in this worker.")] = None,
+    name: Annotated[str | None, typer.Option(help="The worker's name.")] = None,
+) -> None:
+    """Run a process worker for one pool; SIGTERM lets running work finish or hands it
+    back to the pool."""
+    _prepare_prefect(quiet=False)  # a worker's console says what it picks up and when
+    from storyloom import jobs
+
+    raise typer.Exit(jobs.work(pool, limit=limit, name=name))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from storyloom.models import GenerationConfig
 
 if TYPE_CHECKING:
+    from deployments.report import SetupReport
     from flows.progress import ProgressEvent
     from flows.story import StoryResult
 
@@ -31,3 +32,17 @@ def generate_here(
     finally:
         if stop:
             stop()
+
+
+def setup(*, dry_run: bool = False) -> SetupReport:
+    """Create or update the pools, limits, alert and deployments on the Prefect server."""
+    from deployments.setup import run_setup
+
+    return run_setup(dry_run=dry_run)
+
+
+def work(pool: str, *, limit: int | None = None, name: str | None = None) -> int:
+    """Run a worker for one pool until it is told to stop; returns its exit code."""
+    from deployments.worker import run_worker
+
+    return run_worker(pool, limit=limit, name=name)

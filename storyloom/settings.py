@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("STORYLOOM_CLOUDINARY_URL", "CLOUDINARY_URL")
     )
 
+    # How `story` runs its children: as runs of their deployments on their own pools
+    # ("deployments"), or in this process as subflows ("in-process"); "auto" picks
+    # deployments when `story` itself runs from a deployment.
+    fanout: Literal["auto", "in-process", "deployments"] = "auto"
+    child_poll_seconds: float = Field(2.0, gt=0)
+
+    # Every call to an external API takes a slot of that API's Prefect global
+    # concurrency limits (storyloom/limits.py). On for the workers of a server where
+    # `storyloom setup` ran; off (the default) in the in-process demo, where the limits
+    # do not exist. On with a limit missing, a call fails and says to run setup.
+    api_limits: bool = False
+
     # Narration chapters: aim for this many seconds, never plan one over the maximum.
     chapter_seconds: float = Field(60.0, gt=5)
     chapter_max_seconds: float = Field(75.0, gt=5)

@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE, CachePolicy
-from prefect.client.schemas.objects import State, TaskRun
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, State, TaskRun
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.tasks import Task, exponential_backoff
 
-from storyloom.providers.errors import TransientError
+from storyloom.limits import Role, api_for, in_flight_limit, rate_limit_name
+from storyloom.providers.errors import AccountError, TransientError
 from storyloom.settings import get_settings
 
 # No RUN_ID: a new flow run (a regeneration, a retry from the UI) reuses paid work whose
@@ -50,6 +56,76 @@ def honour_retry_after() -> Iterator[None]:
                 requested_waits.append(wait)
             time.sleep(wait * settings.retry_wait_scale)
         raise
+
+
+class ApiLimitMissing(AccountError):
+    """STORYLOOM_API_LIMITS is on and a limit is not on the Prefect server. An account
+    error: every call to that API would fail the same way, so a run stops at the first."""
+
+
+@contextmanager
+def api_slot(role: Role, provider_name: str) -> Iterator[None]:
+    """Hold the call's slots of its API's global limits, when STORYLOOM_API_LIMITS is on.
+
+    A slot of `api:<api>` (no decay: calls in flight), held for the call; then, holding
+    it, a slot of `rate:<api>` (slot decay: the sustained rate), taken last so the call
+    starts right after it. Use it inside honour_retry_after(), so a Retry-After wait
+    happens with the slot given back; Prefect's own waits between retries are outside
+    the task body, so outside it too. Offline providers and local files take nothing.
+    """
+    api = api_for(role, provider_name) if get_settings().api_limits else None
+    if api is None:
+        yield
+        return
+    rate, in_flight = rate_limit_name(api), in_flight_limit(api)
+    with ExitStack() as held:
+        # strict: Prefect skips a missing limit with only a warning, and calls unthrottled.
+        _acquire(
+            in_flight,
+            api,
+            lambda: held.enter_context(
+                concurrency(
+                    in_flight,
+                    strict=True,
+                    holder=_holder(),
+                    # A lease renewal that fails (a Prefect API hiccup) must not kill a
+                    # paid call halfway; the slot frees when its lease runs out.
+                    raise_on_lease_renewal_failure=False,
+                )
+            ),
+        )
+        _acquire(rate, api, lambda: rate_limit(rate, strict=True))
+        yield
+
+
+def _acquire(name: str, api: str, take: Callable[[], object]) -> None:
+    try:
+        take()
+    except ConcurrencySlotAcquisitionError as exc:
+        if _limit_exists(name):
+            raise  # the server refused for another reason; Prefect's message says which
+        raise ApiLimitMissing(
+            api,
+            f"the Prefect global concurrency limit {name!r} does not exist on this server. "
+            "STORYLOOM_API_LIMITS is on, so every call must take a slot of it: run "
+            "`storyloom setup` against this server (or set STORYLOOM_API_LIMITS=false "
+            "where no limits are wanted, as in the in-process demo)",
+        ) from exc
+
+
+def _limit_exists(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def _holder() -> ConcurrencyLeaseHolder | None:
+    # Names the task run holding the slot, so the UI can show who holds what.
+    context = TaskRunContext.get()
+    return ConcurrencyLeaseHolder(type="task_run", id=context.task_run.id) if context else None
 
 
 # Uploads are idempotent (deterministic public ids) and their results point at files

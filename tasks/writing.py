@@ -8,7 +8,7 @@ from storyloom import services
 from storyloom.models import CreativeStory, GenerationConfig, ImageStyle, LifeStage, LifeStory
 from storyloom.providers.base import IllustrationPlan, Outline, SectionBrief, Written
 from storyloom.writing import plan_sections
-from tasks.policy import honour_retry_after, paid_call_options
+from tasks.policy import api_slot, honour_retry_after, paid_call_options
 
 PAID = paid_call_options()
 
@@ -48,29 +48,33 @@ def _default_heading(key: str) -> str:
 @task(name="outline", **PAID)
 def outline(briefs: list[SectionBrief], via: str) -> Outline:
     """Give each section its heading and beats."""
-    with honour_retry_after():
-        return services.providers().writer.outline(briefs)
+    writer = services.providers().writer
+    with honour_retry_after(), api_slot("text", writer.name):
+        return writer.outline(briefs)
 
 
 @task(name="write-section", **PAID)
 def write_section(brief: SectionBrief, via: str) -> Written:
     """Write one section to its word budget."""
-    with honour_retry_after():
-        return services.providers().writer.write_section(brief)
+    writer = services.providers().writer
+    with honour_retry_after(), api_slot("text", writer.name):
+        return writer.write_section(brief)
 
 
 @task(name="fit-length", **PAID)
 def fit_length(brief: SectionBrief, text: str, via: str) -> Written:
     """Rewrite a section that missed its word budget."""
-    with honour_retry_after():
-        return services.providers().writer.adjust_length(brief, text)
+    writer = services.providers().writer
+    with honour_retry_after(), api_slot("text", writer.name):
+        return writer.adjust_length(brief, text)
 
 
 @task(name="proofread", **PAID)
 def proofread(brief: SectionBrief, text: str, via: str) -> Written:
     """The optional grammar pass over one section."""
-    with honour_retry_after():
-        return services.providers().writer.proofread(brief, text)
+    writer = services.providers().writer
+    with honour_retry_after(), api_slot("text", writer.name):
+        return writer.proofread(brief, text)
 
 
 @task(name="plan-illustrations", **PAID)
@@ -78,5 +82,6 @@ def plan_illustrations(
     title: str, page_texts: list[str], style: ImageStyle, via: str
 ) -> IllustrationPlan:
     """One image prompt per illustrated page, in one call."""
-    with honour_retry_after():
-        return services.providers().writer.plan_illustrations(title, page_texts, style)
+    writer = services.providers().writer
+    with honour_retry_after(), api_slot("text", writer.name):
+        return writer.plan_illustrations(title, page_texts, style)

@@ -69,3 +69,28 @@ class StoryBook(_Record):
     usage: list[Usage]  # one entry per provider, summed
     created_at: datetime
     finished_at: datetime | None
+
+
+# Why a story needs work again, in priority order: a story gets the first that applies.
+Reason = Literal["last run failed", "missing outputs", "older prompt version", "older config"]
+REASONS: tuple[Reason, ...] = (
+    "last run failed",
+    "missing outputs",
+    "older prompt version",
+    "older config",
+)
+
+
+class WorkItem(_Record):
+    """A story that needs generating again, and with which config."""
+
+    story_id: str
+    reason: Reason
+    detail: str  # what exactly: "2 of 4 illustrations", "prompts v1, now v2" ...
+    # The current book's config (read with today's schema), or, with no book yet, the
+    # failed generation's.
+    config: GenerationConfig
+    # The story's newest generation: any new run starts another, so this names the
+    # state the item was found in (an idempotency key for resubmitting it).
+    key: str
+    last_run_at: datetime  # when that newest generation was started

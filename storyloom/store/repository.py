@@ -14,10 +14,10 @@ from types import TracebackType
 from typing import Any, Self, cast
 from uuid import uuid4
 
-from pydantic import BaseModel
-from sqlalchemy import String, and_, delete, func, insert, literal, or_, select
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Row, String, and_, delete, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from storyloom.models import (
     STORY_ADAPTER,
@@ -33,11 +33,14 @@ from storyloom.models import (
 from storyloom.store import migrator
 from storyloom.store.engine import create_store_engine, reader
 from storyloom.store.records import (
+    REASONS,
     GenerationInfo,
     GenerationStatus,
     Output,
+    Reason,
     StoryBook,
     StorySummary,
+    WorkItem,
 )
 from storyloom.store.tables import (
     AudioChapterRow,
@@ -386,6 +389,93 @@ class StoryStore:
             ).all()
             return [_info(row, story.current_generation_id) for row in rows]
 
+    # Reprocessing
+
+    def stories_needing_work(
+        self, *, prompt_version: str, limit: int | None = None
+    ) -> list[WorkItem]:
+        """Stories whose book should be generated again, one reason each, most urgent first.
+
+        The reasons, in priority order: the newest generation failed; the current book
+        lacks illustrations or a narration language its config asks for; it was written
+        with prompts other than prompt_version; its config was saved by an older schema.
+        A story whose newest generation is still running is left alone, and one never
+        generated is not a candidate. Within a reason, the story whose newest run is
+        oldest comes first, so stories that fail every night cannot keep the rest out.
+        Three queries in one snapshot, however many stories there are.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError("limit must be at least 0")
+        newest = select(
+            GenerationRow.id,
+            GenerationRow.story_id,
+            GenerationRow.status,
+            GenerationRow.config,
+            GenerationRow.error,
+            GenerationRow.created_at,
+            func.row_number()
+            .over(
+                partition_by=GenerationRow.story_id,
+                order_by=(GenerationRow.created_at.desc(), GenerationRow.id.desc()),
+            )
+            .label("rank"),
+        ).subquery("newest")
+        current = aliased(GenerationRow, name="current")
+        candidates = (
+            select(
+                StoryRow.id.label("story_id"),
+                StoryRow.language,
+                newest.c.id.label("newest_id"),
+                newest.c.status,
+                newest.c.config.label("newest_config"),
+                newest.c.error,
+                newest.c.created_at,
+                current.config.label("current_config"),
+                current.prompt_version,
+            )
+            .join(newest, and_(newest.c.story_id == StoryRow.id, newest.c.rank == 1))
+            .outerjoin(current, current.id == StoryRow.current_generation_id)
+            .where(newest.c.status != "running")
+        )
+        illustration_counts = (
+            select(StoryRow.id, func.count())
+            .join(IllustrationRow, IllustrationRow.generation_id == StoryRow.current_generation_id)
+            .group_by(StoryRow.id)
+        )
+        chapter_languages = (
+            select(StoryRow.id, AudioChapterRow.language)
+            .join(AudioChapterRow, AudioChapterRow.generation_id == StoryRow.current_generation_id)
+            .distinct()
+        )
+        with self._read.begin() as session:
+            rows = session.execute(candidates).all()
+            counts: dict[str, int] = {
+                story_id: count for story_id, count in session.execute(illustration_counts)
+            }
+            narrated: dict[str, set[str]] = {}
+            for story_id, language in session.execute(chapter_languages):
+                narrated.setdefault(story_id, set()).add(language)
+
+        items: list[WorkItem] = []
+        for row in rows:
+            found = _needs_work(
+                row, counts.get(row.story_id, 0), narrated.get(row.story_id, set()), prompt_version
+            )
+            if found is not None:
+                reason, detail, config = found
+                items.append(
+                    WorkItem(
+                        story_id=row.story_id,
+                        reason=reason,
+                        detail=detail,
+                        config=config,
+                        key=row.newest_id,
+                        last_run_at=row.created_at,
+                    )
+                )
+        items.sort(key=lambda i: (REASONS.index(i.reason), i.last_run_at, i.story_id))
+        return items if limit is None else items[:limit]
+
     def _put_story(
         self, session: Session, story: LifeStory | CreativeStory, *, replace: bool
     ) -> None:
@@ -430,6 +520,73 @@ def truncate_error(error: str, limit: int = MAX_ERROR_CHARS) -> str:
     """The error text cut to limit characters, marked where it was cut."""
     marker = " … [truncated]"
     return error if len(error) <= limit else error[: limit - len(marker)] + marker
+
+
+def _needs_work(
+    row: Row[Any], illustrations: int, narrated: set[str], prompt_version: str
+) -> tuple[Reason, str, GenerationConfig] | None:
+    """The first reason the story needs work again, what exactly, and the config to use."""
+    if row.status == "failed":
+        stored = row.current_config if row.current_config is not None else row.newest_config
+        config, _ = read_config(stored)
+        error = (row.error or "no error recorded").strip().splitlines() or [""]
+        return "last run failed", truncate_error(error[0], 200), config
+    if row.current_config is None:
+        return None  # a complete generation is always the current book; nothing to redo
+    config, changed = read_config(row.current_config)
+    missing = _missing_outputs(config, row.language, illustrations, narrated)
+    if missing:
+        return "missing outputs", missing, config
+    if row.prompt_version != prompt_version:
+        return "older prompt version", f"prompts {row.prompt_version}, now {prompt_version}", config
+    if changed:
+        return "older config", f"saved by an older schema: {', '.join(changed)}", config
+    return None
+
+
+def _missing_outputs(
+    config: GenerationConfig, language: str, illustrations: int, narrated: set[str]
+) -> str:
+    notes = []
+    if illustrations < config.illustrations:
+        notes.append(f"{illustrations} of {config.illustrations} illustrations")
+    # A config saved before its defaults were resolved narrates in the story's language.
+    wanted = config.narration_languages if config.narration_languages is not None else [language]
+    absent = [lang for lang in wanted if lang not in narrated]
+    if absent:
+        notes.append(f"no narration in {', '.join(absent)}")
+    return "; ".join(notes)
+
+
+_ABSENT = object()
+
+
+def read_config(stored: dict[str, Any]) -> tuple[GenerationConfig, list[str]]:
+    """A stored config read with today's schema, and the fields that read differs in.
+
+    No differences: it was saved by this schema. Fields the schema no longer has are
+    dropped, and so are values it no longer accepts (their defaults apply); a config
+    that still does not validate is replaced by the defaults, every field then counted
+    as changed.
+    """
+    known = {k: v for k, v in stored.items() if k in GenerationConfig.model_fields}
+    try:
+        config = GenerationConfig.model_validate(known)
+    except ValidationError as exc:
+        refused = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        try:
+            config = GenerationConfig.model_validate(
+                {k: v for k, v in known.items() if k not in refused}
+            )
+        except ValidationError:
+            config = GenerationConfig()
+    upgraded = config.model_dump(mode="json")
+    changed = sorted(
+        name
+        for name in stored.keys() | upgraded.keys()
+        if stored.get(name, _ABSENT) != upgraded.get(name, _ABSENT)
+    )
+    return config, changed
 
 
 def _now() -> datetime:

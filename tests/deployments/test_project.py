@@ -27,6 +27,7 @@ def test_the_checkouts_prefect_yaml_is_accepted() -> None:
     project = read_project(ROOT)
     names = {(d.entrypoint, d.work_pool.name) for d in project.deployments}
     assert ("flows/story.py:story", "story") in names
+    assert ("flows/reprocess.py:reprocess", "maintenance") in names
     for entry in project.deployments:
         assert pull_steps(project, entry, ROOT) == [
             {SET_WORKING_DIRECTORY: {"directory": str(ROOT)}}
@@ -70,18 +71,26 @@ def test_what_setup_cannot_honour_is_refused(tmp_path: Path, text: str) -> None:
 
 def test_settings_defaults_match_the_design() -> None:
     settings = OpsSettings()
-    assert settings.pools == {"story": 2, "images": 1, "audio": 2}
-    assert settings.api_limits["api:sarvam"] == (4, 0.5)  # 30 calls a minute
+    assert settings.pools == {"story": 2, "images": 1, "audio": 2, "maintenance": 1}
+    assert settings.api_limits["api:sarvam"] == (4, 0.0)  # 4 in flight
+    assert settings.api_limits["rate:sarvam"] == (4, 0.5)  # 30 calls a minute
+    assert set(settings.api_limits) == {
+        f"{kind}:{api}"
+        for kind in ("api", "rate")
+        for api in ("gemini-text", "gemini-image", "sarvam", "cloudinary")
+    }
     assert (settings.reprocess_cron, settings.reprocess_timezone) == ("0 2 * * *", "Asia/Kolkata")
     assert settings.alert_webhook_url is None
 
 
 def test_settings_come_from_storyloom_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORYLOOM_AUDIO_POOL_LIMIT", "4")
-    monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_SLOT_DECAY_PER_SECOND", "0.1")
+    monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_PER_SECOND", "0.1")
+    monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_IN_FLIGHT", "3")
     settings = OpsSettings()
     assert settings.pools["audio"] == 4
-    assert settings.api_limits["api:gemini-image"].slot_decay_per_second == 0.1
+    assert settings.api_limits["rate:gemini-image"] == (3, 0.1)
+    assert settings.api_limits["api:gemini-image"] == (3, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +99,8 @@ def test_settings_come_from_storyloom_variables(monkeypatch: pytest.MonkeyPatch)
         ("STORYLOOM_REPROCESS_CRON", "every night"),
         ("STORYLOOM_REPROCESS_TIMEZONE", "India/Elsewhere"),
         ("STORYLOOM_IMAGES_POOL_LIMIT", "0"),
+        ("STORYLOOM_SARVAM_IN_FLIGHT", "0"),
+        ("STORYLOOM_CLOUDINARY_PER_SECOND", "0"),
         ("STORYLOOM_ALERT_NOTIFICATION_BLOCK", "just-a-name"),
     ],
 )

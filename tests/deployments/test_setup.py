@@ -17,6 +17,7 @@ import pytest
 from prefect import flow
 from prefect.blocks.notifications import SlackWebhook
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.actions import CallWebhook, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
@@ -34,17 +35,24 @@ pytestmark = pytest.mark.flows
 ROOT = Path(__file__).parents[2]
 # Nothing listens on the discard port: the automation's calls fail, harmlessly.
 WEBHOOK = "http://127.0.0.1:9/hook"
-POOLS = {"story": 2, "images": 1, "audio": 2}
+POOLS = {"story": 2, "images": 1, "audio": 2, "maintenance": 1}
+# Per API: calls in flight (no decay), and a rate (slot decay) as deep as the in-flight cap.
 API_LIMITS = {
-    "api:gemini-text": (8, 1.0),
-    "api:gemini-image": (2, 0.2),
-    "api:sarvam": (4, 0.5),
-    "api:cloudinary": (8, 2.0),
+    "api:gemini-text": (8, 0.0),
+    "rate:gemini-text": (8, 1.0),
+    "api:gemini-image": (2, 0.0),
+    "rate:gemini-image": (2, 0.2),
+    "api:sarvam": (4, 0.0),
+    "rate:sarvam": (4, 0.5),
+    "api:cloudinary": (8, 0.0),
+    "rate:cloudinary": (8, 2.0),
 }
 DEPLOYMENTS = {
     "story/generate": "story",
     "illustrations/generate": "images",
     "narration/generate": "audio",
+    # It waits on the story runs it submits: on `story` it would hold a slot they need.
+    "reprocess/nightly": "maintenance",
 }
 STORY_PARAMETERS = {
     "story_id",
@@ -95,7 +103,7 @@ def test_first_run_creates_the_pools_with_their_limits(
         assert "working_dir" in pool.base_job_template["variables"]["properties"]
 
 
-def test_first_run_creates_a_rate_limit_per_api(
+def test_first_run_creates_an_in_flight_and_a_rate_limit_per_api(
     first_report: SetupReport, client: SyncPrefectClient
 ) -> None:
     for name, (limit, decay) in API_LIMITS.items():
@@ -123,6 +131,15 @@ def test_first_run_creates_the_deployments_on_their_pools(
     assert set(story.parameter_openapi_schema["properties"]) == STORY_PARAMETERS
     assert story.parameter_openapi_schema["required"] == ["story_id"]
 
+    nightly = client.read_deployment_by_name("reprocess/nightly")
+    assert [(s.schedule, s.active) for s in nightly.schedules] == [
+        (CronSchedule(cron="0 2 * * *", timezone="Asia/Kolkata"), True)
+    ]
+    assert nightly.parameter_openapi_schema is not None
+    assert {"batch_size", "max_stories", "dry_run"} <= set(
+        nightly.parameter_openapi_schema["properties"]
+    )
+
 
 def test_the_nightly_deployment_follows_the_configured_schedule(
     first_report: SetupReport,
@@ -130,7 +147,7 @@ def test_the_nightly_deployment_follows_the_configured_schedule(
     monkeypatch: pytest.MonkeyPatch,
     client: SyncPrefectClient,
 ) -> None:
-    # A project of its own, so this does not wait for flows/reprocess.py to exist.
+    # A project of its own, so its schedule changes without touching the checkout's.
     project = _project(tmp_path, with_reprocess=True)
     report = run_setup(root=project)
     assert report.item("deployment", "reprocess/nightly").outcome is not Outcome.FAILED
@@ -160,7 +177,8 @@ def test_a_flow_not_written_yet_is_skipped(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("first_report")
 def test_a_deployment_on_a_pool_nobody_made_fails(tmp_path: Path) -> None:
     project = _project(tmp_path, with_reprocess=True)
-    yaml_text = (project / "prefect.yaml").read_text().replace("name: story", "name: elsewhere")
+    yaml_text = (project / "prefect.yaml").read_text()
+    yaml_text = yaml_text.replace("name: maintenance", "name: elsewhere")
     (project / "prefect.yaml").write_text(yaml_text)
     report = run_setup(root=project)
     assert report.item("deployment", "reprocess/nightly").outcome is Outcome.FAILED
@@ -173,7 +191,7 @@ def _project(root: Path, *, with_reprocess: bool) -> Path:
         "  - name: nightly\n"
         "    entrypoint: flows/reprocess.py:reprocess\n"
         "    work_pool:\n"
-        "      name: story\n"
+        "      name: maintenance\n"
     )
     if with_reprocess:
         (root / "flows").mkdir()
@@ -227,7 +245,7 @@ def test_a_second_run_changes_nothing() -> None:
     report = run_setup()
     assert report.changed == []
     assert report.ok
-    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 3  # + nightly, block, alert
+    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 2  # + block, alert
     assert len(report.items) == expected
     assert {i.outcome for i in report.items} <= {Outcome.UNCHANGED, Outcome.SKIPPED}
 
@@ -244,15 +262,46 @@ def test_a_changed_limit_updates_exactly_that_item(
     assert item.changes == ["concurrency_limit: 1 → 3"]
     assert client.read_work_pool("images").concurrency_limit == 3
 
-    monkeypatch.setenv("STORYLOOM_SARVAM_SLOT_DECAY_PER_SECOND", "0.25")
+    monkeypatch.setenv("STORYLOOM_SARVAM_PER_SECOND", "0.25")
     (item,) = run_setup().changed
-    assert (item.kind, item.name) == ("concurrency limit", "api:sarvam")
+    assert (item.kind, item.name) == ("concurrency limit", "rate:sarvam")
     assert item.changes == ["slot_decay_per_second: 0.5 → 0.25"]
-    assert client.read_global_concurrency_limit_by_name("api:sarvam").slot_decay_per_second == 0.25
+    assert client.read_global_concurrency_limit_by_name("rate:sarvam").slot_decay_per_second == 0.25
+
+    monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_IN_FLIGHT", "3")
+    changed = run_setup().changed
+    assert {(i.name, tuple(i.changes)) for i in changed} == {
+        ("api:gemini-image", ("limit: 2 → 3",)),
+        ("rate:gemini-image", ("limit: 2 → 3",)),
+    }
 
     monkeypatch.delenv("STORYLOOM_IMAGES_POOL_LIMIT")
-    monkeypatch.delenv("STORYLOOM_SARVAM_SLOT_DECAY_PER_SECOND")
-    assert {i.name for i in run_setup().changed} == {"images", "api:sarvam"}
+    monkeypatch.delenv("STORYLOOM_SARVAM_PER_SECOND")
+    monkeypatch.delenv("STORYLOOM_GEMINI_IMAGE_IN_FLIGHT")
+    assert {i.name for i in run_setup().changed} == {
+        "images",
+        "rate:sarvam",
+        "api:gemini-image",
+        "rate:gemini-image",
+    }
+
+
+@pytest.mark.usefixtures("first_report", "webhook_env")
+def test_an_in_flight_limit_made_with_decay_loses_it_and_its_stale_slots(
+    client: SyncPrefectClient,
+) -> None:
+    # What an older setup made: api:<name> with slot decay. A decayed-away slot stays
+    # counted in the row, so dropping the decay alone would leave it taken for good.
+    client.update_global_concurrency_limit(
+        "api:cloudinary",
+        GlobalConcurrencyLimitUpdate(limit=8, slot_decay_per_second=0.001, active_slots=5),
+    )
+    (item,) = run_setup().changed
+    assert (item.name, item.outcome) == ("api:cloudinary", Outcome.UPDATED)
+    assert item.changes == ["slot_decay_per_second: 0.001 → 0", "active_slots: reset to 0"]
+    gcl = client.read_global_concurrency_limit_by_name("api:cloudinary")
+    assert (gcl.limit, gcl.slot_decay_per_second, gcl.active_slots) == (8, 0.0, 0)
+    assert run_setup().changed == []
 
 
 @pytest.mark.usefixtures("first_report", "webhook_env")

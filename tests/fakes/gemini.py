@@ -307,7 +307,11 @@ def prose(words: int, seed: str) -> str:
 
 
 def from_schema(
-    schema: dict[str, Any], name: str = "value", root: dict[str, Any] | None = None, index: int = 1
+    schema: dict[str, Any],
+    name: str = "value",
+    root: dict[str, Any] | None = None,
+    index: int = 1,
+    seed: str = "",
 ) -> Any:
     """A value that validates against a JSON schema or Gemini Schema (either key case)."""
     root = root if root is not None else schema
@@ -316,12 +320,12 @@ def from_schema(
         target: Any = root
         for key in ref[2:].split("/"):
             target = target[key]
-        return from_schema(target, name, root, index)
+        return from_schema(target, name, root, index, seed)
     for union in ("anyOf", "oneOf"):
         options = _get(schema, union)
         if options:
             typed = [o for o in options if str(o.get("type", "")).lower() != "null"]
-            return from_schema((typed or options)[0], name, root, index)
+            return from_schema((typed or options)[0], name, root, index, seed)
     if schema.get("enum"):
         return schema["enum"][0]
     kind = schema.get("type", "object")
@@ -330,20 +334,20 @@ def from_schema(
     kind = str(kind).lower()
     if kind == "object":
         properties: dict[str, Any] = schema.get("properties", {})
-        return {key: from_schema(sub, key, root, index) for key, sub in properties.items()}
+        return {key: from_schema(sub, key, root, index, seed) for key, sub in properties.items()}
     if kind == "array":
         low = int(_get(schema, "minItems") or 1)
         high = _get(schema, "maxItems")
         count = max(low, 2) if high is None else min(max(low, 2), int(high))
         items = schema.get("items", {"type": "string"})
-        return [from_schema(items, name, root, i) for i in range(1, count + 1)]
+        return [from_schema(items, name, root, i, seed) for i in range(1, count + 1)]
     if kind == "integer":
         return int(schema.get("minimum", index))
     if kind == "number":
         return float(schema.get("minimum", index))
     if kind == "boolean":
         return True
-    return f"{name} {index}: " + prose(6, f"{name}{index}").rstrip(".")
+    return f"{name} {index}: " + prose(6, f"{seed}{name}{index}").rstrip(".")
 
 
 def _image_png(prompt: str, aspect_ratio: str, size: str) -> tuple[bytes, int, int]:
@@ -422,7 +426,8 @@ def _answer(
     else:
         schema = _get(config, "responseSchema") or _get(config, "responseJsonSchema")
         if str(_get(config, "responseMimeType")) == "application/json" and schema:
-            text = json.dumps(from_schema(schema), ensure_ascii=False)
+            # Seeded by the prompt: different requests get different (still valid) answers.
+            text = json.dumps(from_schema(schema, seed=req.prompt_text), ensure_ascii=False)
         else:
             asked = ABOUT_WORDS.findall(req.prompt_text)
             words = int(asked[-1]) if asked else 12

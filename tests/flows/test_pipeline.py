@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.illustrations import illustrations
 from flows.narration import narration
@@ -75,25 +77,23 @@ def test_life_story_end_to_end(life_story: LifeStory) -> None:
 
 
 def test_artifacts_show_progress_and_the_book(life_story: LifeStory) -> None:
-    story(story_id=life_story.id, pages=4, narration_languages=[])
+    state = story(story_id=life_story.id, pages=4, narration_languages=[], return_state=True)
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
 
-    async def latest(key: str) -> object:
+    async def artifacts() -> dict[str, Any]:
         async with get_client() as client:
             found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
             )
-        return found[-1] if found else None
+        return {a.key: a for a in found if a.key}
 
-    import asyncio
-
-    progress = asyncio.run(latest(f"story-{life_story.id}-progress"))
-    assert progress is not None
-    assert progress.data == 100.0
-    book = asyncio.run(latest(f"storybook-{life_story.id}"))
-    assert book is not None
-    text = book.data  # type: ignore[attr-defined]
-    assert "## Page 4" in text
-    assert "![Banner](" in text
+    by_key = asyncio.run(artifacts())
+    assert by_key[f"story-{life_story.id}-progress"].data == 100.0
+    book = by_key[f"storybook-{life_story.id}"].data
+    assert isinstance(book, str)
+    assert "## Page 4" in book
+    assert "![Banner](data:image/jpeg;base64," in book  # local files shown inline
 
 
 def test_creative_story_without_images_or_narration(creative_story: CreativeStory) -> None:

@@ -1,0 +1,356 @@
+"""`python -m deployments.worker` against a real `prefect server start` on loopback.
+
+Not the in-process harness: the worker runs each flow run in a subprocess that must
+reach the server, and the worker itself runs as a subprocess so that SIGTERM is real.
+The flow is tests/deployments/worker_flow.py, deployed to a pool per test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.workers.process import ProcessWorker
+
+from deployments.project import SET_WORKING_DIRECTORY
+
+# Real processes and a real server, nothing external: safe (and required) in CI.
+pytestmark = [pytest.mark.flows, pytest.mark.timeout(240)]
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+FLOW_NAME = "worker-probe"
+PREFECT = [sys.executable, "-m", "prefect"]
+WORKER = [sys.executable, "-m", "deployments.worker"]
+
+# Generous functional bounds, not benchmarks: the worker polls every second.
+PICKUP_BOUND_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """A `prefect server start` subprocess and the environment its clients need."""
+
+    url: str
+    client_home: Path  # PREFECT_HOME of the workers: one result storage for all of them
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("PREFECT_", "STORYLOOM_"))
+        }
+        env.update(
+            PREFECT_API_URL=self.url,
+            PREFECT_HOME=str(self.client_home),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            DO_NOT_TRACK="1",
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Overrides the package's in-process harness for this module: a real server."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = Server(url, home).env(PREFECT_UI_ENABLED="false")
+    del env["PREFECT_API_URL"]
+    log_path = home / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not _healthy(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not start:\n{_tail(log_path)}")
+            time.sleep(0.25)
+        yield Server(url, tmp_path_factory.mktemp("prefect-client"))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def client(prefect_server: Server) -> Iterator[SyncPrefectClient]:
+    with SyncPrefectClient(prefect_server.url) as sync_client:
+        yield sync_client
+
+
+@dataclass
+class Worker:
+    """One `python -m deployments.worker` subprocess."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    exited_at: float | None = None
+
+    def wait_until_polling(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "polling pool" not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker did not start:\n{self.log()[-4000:]}")
+            time.sleep(0.1)
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker still running {timeout} s later:\n{self.log()[-4000:]}")
+        self.exited_at = time.monotonic()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass
+class Workers:
+    server: Server
+    folder: Path
+    started: list[Worker] = field(default_factory=list)
+
+    def start(self, pool: str, *, grace: float, **env: str) -> Worker:
+        log_path = self.folder / f"worker-{len(self.started)}.log"
+        log: IO[bytes]
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*WORKER, "--pool", pool, "--grace-seconds", str(grace)],
+                cwd=ROOT,
+                env=self.server.env(STORYLOOM_WORKER_KILL_SECONDS="5", **env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(process, log_path)
+        self.started.append(worker)
+        worker.wait_until_polling()
+        return worker
+
+
+@pytest.fixture
+def workers(prefect_server: Server, tmp_path: Path) -> Iterator[Workers]:
+    started = Workers(prefect_server, tmp_path)
+    yield started
+    for worker in started.started:
+        # A test that failed half way: stop gently (runs handed back), then for good.
+        if worker.process.poll() is None:
+            worker.terminate()
+            time.sleep(0.5)
+            worker.terminate()
+            try:
+                worker.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+
+
+def deploy(client: SyncPrefectClient, pool: str) -> UUID:
+    """A process pool named `pool` and the probe flow deployed to it."""
+    client.create_work_pool(
+        WorkPoolCreate(
+            name=pool,
+            type="process",
+            base_job_template=ProcessWorker.get_default_base_job_template(),
+        )
+    )
+    return client.create_deployment(
+        flow_id=client.create_flow_from_name(FLOW_NAME),
+        name=pool,
+        entrypoint="worker_flow.py:probe",
+        work_pool_name=pool,
+        pull_steps=[{SET_WORKING_DIRECTORY: {"directory": str(HERE)}}],
+    )
+
+
+def submit(client: SyncPrefectClient, deployment: UUID, marker: Path, **params: float) -> FlowRun:
+    return client.create_flow_run_from_deployment(
+        deployment, parameters={"marker": str(marker), **params}
+    )
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, *logs: Worker) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            tails = "\n".join(worker.log()[-3000:] for worker in logs)
+            pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tails}")
+        time.sleep(0.2)
+    return value
+
+
+def final(client: SyncPrefectClient, run_id: UUID, timeout: float, *logs: Worker) -> FlowRun:
+    def finished() -> FlowRun | None:
+        run = client.read_flow_run(run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    found: FlowRun = wait_for(f"flow run {run_id} to finish", finished, timeout, *logs)
+    return found
+
+
+def history(client: SyncPrefectClient, run_id: UUID) -> list[State]:
+    return sorted(client.read_flow_run_states(run_id), key=lambda state: state.timestamp)
+
+
+def state_of(run: FlowRun) -> State:
+    assert run.state is not None
+    return run.state
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def test_new_runs_are_picked_up_within_seconds(
+    client: SyncPrefectClient, workers: Workers, tmp_path: Path
+) -> None:
+    deployment = deploy(client, "pickup")
+    worker = workers.start("pickup", grace=60)
+
+    # Three runs 3 s apart: whatever its phase, a worker polling every 10 s (Prefect's
+    # default) cannot pick all three up within 5 s; one polling every second does.
+    runs: list[FlowRun] = []
+    for index in range(3):
+        if runs:
+            time.sleep(3)
+        runs.append(submit(client, deployment, tmp_path / f"run-{index}"))
+
+    pickups, starts = [], []
+    for index, run in enumerate(runs):
+        done = final(client, run.id, 60, worker)
+        assert state_of(done).is_completed(), done.state
+        assert run.expected_start_time is not None
+        assert done.start_time is not None
+        claimed = next(s for s in history(client, run.id) if s.type is StateType.PENDING)
+        pickups.append((claimed.timestamp - run.expected_start_time).total_seconds())
+        starts.append((done.start_time - run.expected_start_time).total_seconds())
+        # The flow run's environment has the per-API limits switched on.
+        assert json.loads((tmp_path / f"run-{index}").read_text())["api_limits"] == "true"
+    print(
+        "picked up (Pending) after "
+        + ", ".join(f"{seconds:.2f}" for seconds in pickups)
+        + " s; Running after "
+        + ", ".join(f"{seconds:.2f}" for seconds in starts)
+        + " s"
+    )
+    assert max(pickups) < PICKUP_BOUND_SECONDS, (pickups, worker.log()[-3000:])
+
+    worker.terminate()
+    assert worker.wait(30) == 0
+
+
+def test_sigterm_lets_a_running_run_finish_and_takes_no_new_one(
+    client: SyncPrefectClient, workers: Workers, tmp_path: Path
+) -> None:
+    deployment = deploy(client, "drain")
+    # Set already, so the worker leaves it alone.
+    worker = workers.start("drain", grace=60, STORYLOOM_API_LIMITS="false")
+    running = submit(client, deployment, tmp_path / "running", first_seconds=4)
+    wait_for("the first run to start", lambda: lines(tmp_path / "running.attempts"), 60, worker)
+
+    worker.terminate()
+    late = submit(client, deployment, tmp_path / "late")
+    late_at = time.monotonic()
+    assert worker.wait(60) == 0
+
+    assert state_of(client.read_flow_run(running.id)).is_completed()
+    assert json.loads((tmp_path / "running").read_text()) == {"attempt": 1, "api_limits": "false"}
+    # The worker kept polling for a while after the late run was submitted...
+    assert worker.exited_at is not None
+    assert worker.exited_at - late_at > 2, worker.log()
+    # ...and did not take it.
+    assert [s.type for s in history(client, late.id)] == [StateType.SCHEDULED]
+    assert not lines(tmp_path / "late.attempts")
+    assert "taking no new runs" in worker.log()
+
+
+def test_a_run_outliving_the_grace_is_handed_back_and_finished_by_another_worker(
+    client: SyncPrefectClient, workers: Workers, tmp_path: Path
+) -> None:
+    deployment = deploy(client, "handback")
+    marker = tmp_path / "long"
+    first = workers.start("handback", grace=1)
+    run = submit(client, deployment, marker, first_seconds=120, later_seconds=0)
+    wait_for("the run to start", lambda: lines(tmp_path / "long.attempts"), 60, first)
+    first_pid = int(lines(tmp_path / "long.attempts")[0])
+
+    first.terminate()
+    assert first.wait(45) == 0
+    back = state_of(client.read_flow_run(run.id))
+    assert (back.type, back.name) == (StateType.SCHEDULED, "AwaitingRetry"), back
+    assert not marker.exists()
+    # The first attempt's process was stopped, not left running.
+    wait_for("the first attempt's process to end", lambda: not _alive(first_pid), 10, first)
+
+    second = workers.start("handback", grace=60)
+    assert state_of(final(client, run.id, 90, second)).is_completed()
+    assert json.loads(marker.read_text())["attempt"] == 2
+    # Its cached task did not run again: the rerun paid for nothing twice.
+    assert len(lines(tmp_path / "long.paid")) == 1
+    states = [s.type for s in history(client, run.id)]
+    assert not {StateType.CRASHED, StateType.FAILED} & set(states), states
+    second.terminate()
+    assert second.wait(30) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        # A zombie still answers kill(0); it has stopped all the same.
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")[-4000:]

@@ -1,0 +1,145 @@
+"""A production-shaped storyloom on one machine, for system tests: a Prefect server on
+PostgreSQL, `storyloom setup`, one worker per pool, the story database on PostgreSQL,
+and the real provider clients talking to the loopback fakes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+
+from tests import postgres
+from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
+from tests.fakes.gemini import GeminiState, gemini_fake
+from tests.fakes.sarvam import sarvam_fake
+from tests.fakes.server import FakeState
+
+ROOT = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+POOLS = {"story": 2, "images": 1, "audio": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    api_url: str
+    story_db: str
+    logs: Path
+    gemini: GeminiState
+    sarvam: FakeState
+    cloudinary: CloudinaryState
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a command (storyloom, prefect) against this cluster."""
+        return subprocess.run(
+            [str(BIN / args[0]), *args[1:]], env=self.env, cwd=ROOT, capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def start_worker(self, pool: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"worker-{pool}.log").open("ab")
+        worker = subprocess.Popen(
+            [str(BIN / "storyloom"), "worker", "--pool", pool], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.workers[pool] = worker
+        return worker
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"prefect server did not become healthy: {log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """Start everything; stop everything on the way out, leaving no process behind."""
+    with ExitStack() as stack:
+        server_engine = stack.enter_context(postgres.postgres_server())
+        prefect_db = stack.enter_context(postgres.fresh_database(server_engine, "prefect"))
+        story_db = stack.enter_context(postgres.fresh_database(server_engine, "storyloom"))
+        gemini_url, gemini = stack.enter_context(gemini_fake("gemini-key"))
+        sarvam_url, sarvam = stack.enter_context(sarvam_fake("sarvam-key"))
+        cloudinary_url, cloudinary = stack.enter_context(cloudinary_fake("demo", "123", "s3cret"))
+        port = free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+        logs = tmp / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("PREFECT_", "STORYLOOM_"))
+        }
+        env |= {
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db.replace(
+                "postgresql+psycopg", "postgresql+asyncpg"
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+            "STORYLOOM_HOME": str(tmp / "var"),
+            "STORYLOOM_DATABASE_URL": story_db,
+            "STORYLOOM_RETRY_WAIT_SCALE": "0",
+            "GEMINI_API_KEY": "gemini-key",
+            "STORYLOOM_GEMINI_BASE_URL": gemini_url,
+            "SARVAM_API_KEY": "sarvam-key",
+            "STORYLOOM_SARVAM_BASE_URL": sarvam_url,
+            "CLOUDINARY_URL": f"cloudinary://123:s3cret@demo?upload_prefix={cloudinary_url}",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **(extra_env or {}),
+        }
+        server_log = logs / "server.log"
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=tmp, stdout=server_log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        stack.callback(_stop, server, signal.SIGINT)
+        _wait_healthy(api_url, server, server_log)
+        running = Cluster(env, api_url, story_db, logs, gemini, sarvam, cloudinary)
+        stack.callback(lambda: [_stop(w) for w in running.workers.values()])
+        yield running
+
+
+def flow_run_id(output: str) -> UUID:
+    """The flow run id that `prefect deployment run` printed."""
+    for line in output.splitlines():
+        if "UUID:" in line:
+            return UUID(line.split("UUID:")[1].strip())
+    raise AssertionError(f"no flow run id in: {output}")
