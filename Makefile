@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy storyloom flows tasks deployments
+	$(BIN)/mypy storyloom flows tasks deployments bench
 
 ui: $(STAMP)
 	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     # do not exist. On with a limit missing, a call fails and says to run setup.
     api_limits: bool = False
 
+    # Two workers about to pay for the same cached call: with a lock manager one pays,
+    # the other waits and reads its result. "" (none), or a redis:// URL. (Prefect's
+    # file lock manager was tried: two threads racing for one key made it raise.)
+    cache_locks: str = Field("", pattern=r"^(|rediss?://.*)$")
+
     # Narration chapters: aim for this many seconds, never plan one over the maximum.
     chapter_seconds: float = Field(60.0, gt=5)
     chapter_max_seconds: float = Field(75.0, gt=5)

@@ -18,15 +18,31 @@ from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.tasks import Task, exponential_backoff
+from prefect.transactions import IsolationLevel
 
 from storyloom.limits import Role, api_for, in_flight_limit, rate_limit_name
 from storyloom.providers.errors import AccountError, TransientError
 from storyloom.settings import get_settings
 
+
+def _locked(policy: CachePolicy) -> CachePolicy:
+    """The policy with the lock manager the settings name, so that two workers never
+    compute (and pay for) the same key at once; unchanged when none is named."""
+    where = get_settings().cache_locks
+    if not where:
+        return policy
+    from prefect_redis import RedisLockManager
+
+    return policy.configure(
+        isolation_level=IsolationLevel.SERIALIZABLE,
+        lock_manager=RedisLockManager(connection_url=where),
+    )
+
+
 # No RUN_ID: a new flow run (a regeneration, a retry from the UI) reuses paid work whose
 # inputs did not change. Every paid task takes the provider's name as an input, so a
 # switch from offline to real providers is a different key.
-PAID_CACHE: CachePolicy = INPUTS + TASK_SOURCE
+PAID_CACHE: CachePolicy = _locked(INPUTS + TASK_SOURCE)
 
 _waits_lock = threading.Lock()
 requested_waits: list[float] = []  # what servers asked for, in order (tests read it)
