@@ -72,9 +72,13 @@ class StoryBook(_Record):
 
 
 # Why a story needs work again, in priority order: a story gets the first that applies.
-Reason = Literal["last run failed", "missing outputs", "older prompt version", "older config"]
+Reason = Literal[
+    "last run failed", "last run abandoned", "missing outputs", "older prompt version",
+    "older config",
+]  # fmt: skip
 REASONS: tuple[Reason, ...] = (
     "last run failed",
+    "last run abandoned",
     "missing outputs",
     "older prompt version",
     "older config",

@@ -9,7 +9,7 @@ book or all of the new one, never a mix.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, cast
 from uuid import uuid4
@@ -392,17 +392,23 @@ class StoryStore:
     # Reprocessing
 
     def stories_needing_work(
-        self, *, prompt_version: str, limit: int | None = None
+        self,
+        *,
+        prompt_version: str,
+        limit: int | None = None,
+        abandoned_after: timedelta = timedelta(hours=6),
     ) -> list[WorkItem]:
         """Stories whose book should be generated again, one reason each, most urgent first.
 
         The reasons, in priority order: the newest generation failed; the current book
         lacks illustrations or a narration language its config asks for; it was written
         with prompts other than prompt_version; its config was saved by an older schema.
-        A story whose newest generation is still running is left alone, and one never
-        generated is not a candidate. Within a reason, the story whose newest run is
-        oldest comes first, so stories that fail every night cannot keep the rest out.
-        Three queries in one snapshot, however many stories there are.
+        A story whose newest generation is still running is left alone, unless it has
+        been running for longer than abandoned_after (its worker died without a word:
+        "last run abandoned"); one never generated is not a candidate. Within a reason,
+        the story whose newest run is oldest comes first, so stories that fail every
+        night cannot keep the rest out. Three queries in one snapshot, however many
+        stories there are.
         """
         if limit is not None and limit < 0:
             raise ValueError("limit must be at least 0")
@@ -435,7 +441,6 @@ class StoryStore:
             )
             .join(newest, and_(newest.c.story_id == StoryRow.id, newest.c.rank == 1))
             .outerjoin(current, current.id == StoryRow.current_generation_id)
-            .where(newest.c.status != "running")
         )
         illustration_counts = (
             select(StoryRow.id, func.count())
@@ -457,7 +462,10 @@ class StoryStore:
                 narrated.setdefault(story_id, set()).add(language)
 
         items: list[WorkItem] = []
+        abandoned_before = _now() - abandoned_after
         for row in rows:
+            if row.status == "running" and _utc(row.created_at) > abandoned_before:
+                continue  # still at work: leave it alone
             found = _needs_work(
                 row, counts.get(row.story_id, 0), narrated.get(row.story_id, set()), prompt_version
             )
@@ -526,11 +534,16 @@ def _needs_work(
     row: Row[Any], illustrations: int, narrated: set[str], prompt_version: str
 ) -> tuple[Reason, str, GenerationConfig] | None:
     """The first reason the story needs work again, what exactly, and the config to use."""
+    # A failed or abandoned run is retried as it was asked for: its own config is the
+    # newest request, not the config of the older book it did not replace.
     if row.status == "failed":
-        stored = row.current_config if row.current_config is not None else row.newest_config
-        config, _ = read_config(stored)
+        config, _ = read_config(row.newest_config)
         error = (row.error or "no error recorded").strip().splitlines() or [""]
         return "last run failed", truncate_error(error[0], 200), config
+    if row.status == "running":
+        config, _ = read_config(row.newest_config)
+        started = f"{_utc(row.created_at):%Y-%m-%d %H:%M} UTC"
+        return "last run abandoned", f"running since {started}, no word from it", config
     if row.current_config is None:
         return None  # a complete generation is always the current book; nothing to redo
     config, changed = read_config(row.current_config)
@@ -591,6 +604,10 @@ def read_config(stored: dict[str, Any]) -> tuple[GenerationConfig, list[str]]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _story_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -113,15 +114,16 @@ def test_up_to_date_and_never_generated_stories_need_nothing(store: StoryStore) 
     assert store.stories_needing_work(prompt_version=NOW) == []
 
 
-def test_a_failed_last_run_is_redone_with_the_current_books_config(store: StoryStore) -> None:
+def test_a_failed_last_run_is_redone_as_it_was_asked_for(store: StoryStore) -> None:
     added(store, "flaky")
     generate(store, "flaky")
-    failed = generate(store, "flaky", config=CONFIG.model_copy(update={"pages": 8}), outcome="fail")
+    asked = CONFIG.model_copy(update={"pages": 8})
+    failed = generate(store, "flaky", config=asked, outcome="fail")
 
     (item,) = store.stories_needing_work(prompt_version=NOW)
     assert (item.story_id, item.reason, item.key) == ("flaky", "last run failed", failed)
     assert item.detail == "TransientError: the model timed out"
-    assert item.config == CONFIG  # the book readers have, not the attempt that failed
+    assert item.config == asked  # the newest request, not the older book's config
 
 
 def test_a_story_that_never_had_a_book_is_redone_with_the_failed_runs_config(
@@ -147,6 +149,17 @@ def test_a_story_still_running_is_left_alone(store: StoryStore) -> None:
     generate(store, "busy", prompt_version="v1", illustrations=0)  # would need work...
     generate(store, "busy", outcome="running")  # ...but a run is on it
     assert store.stories_needing_work(prompt_version=NOW) == []
+
+
+def test_a_run_that_never_finished_is_redone_after_a_while(store: StoryStore) -> None:
+    added(store, "orphan")
+    generate(store, "orphan")
+    asked = CONFIG.model_copy(update={"pages": 8})
+    stuck = generate(store, "orphan", config=asked, outcome="running")  # its worker died
+
+    assert store.stories_needing_work(prompt_version=NOW) == []  # not yet: it may be working
+    (item,) = store.stories_needing_work(prompt_version=NOW, abandoned_after=timedelta(0))
+    assert (item.reason, item.key, item.config) == ("last run abandoned", stuck, asked)
 
 
 def test_missing_illustrations_or_narration_languages(store: StoryStore) -> None:
