@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from storyloom import services
 from storyloom.models import CreativeStory, LifeStory, parse_story
+from tests.fakes.stack import Fakes, running_fakes
 
 SAMPLES = Path(__file__).parents[2] / "storyloom" / "samples"
 
@@ -34,3 +36,17 @@ def creative_story() -> CreativeStory:
     assert isinstance(tale, CreativeStory)
     services.store().add_story(tale)
     return tale
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
+    """Gemini, Sarvam and Cloudinary fakes, with storyloom's real clients pointed at them."""
+    with (
+        running_fakes() as running,
+        # Every test pays again: nothing comes from an earlier test's cache.
+        temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}),
+    ):
+        for name, value in running.env.items():
+            monkeypatch.setenv(name, value)
+        services.reset()
+        yield running

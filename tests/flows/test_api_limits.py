@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from deployments.config import ApiLimit, OpsSettings
 from deployments.limits import ensure_api_limit
@@ -36,10 +34,8 @@ from storyloom.providers.offline import (
 )
 from storyloom.settings import get_settings
 from tasks.policy import ApiLimitMissing
-from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
-from tests.fakes.gemini import GeminiState, gemini_fake
-from tests.fakes.sarvam import sarvam_fake
-from tests.fakes.server import Call, FakeState
+from tests.fakes.server import Call
+from tests.fakes.stack import Fakes, peak_in_flight
 
 pytestmark = pytest.mark.flows
 
@@ -52,42 +48,21 @@ GENEROUS_RATE = 50.0
 LATENCY = 0.08
 
 
-@dataclass
-class Fakes:
-    gemini: GeminiState
-    sarvam: FakeState
-    cloudinary: CloudinaryState
-
-    def calls(self, api: str) -> list[Call]:
-        if api in (GEMINI_TEXT, GEMINI_IMAGE):
-            settings = get_settings()
-            model = (
-                settings.gemini_text_model if api == GEMINI_TEXT else settings.gemini_image_model
-            )
-            return [c for c in self.gemini.calls if f"/{model}:generateContent" in c.path]
-        return list((self.sarvam if api == SARVAM else self.cloudinary).calls)
+def calls_to(fakes: Fakes, api: str) -> list[Call]:
+    """The calls one API received (Gemini text and image share one fake)."""
+    if api in (GEMINI_TEXT, GEMINI_IMAGE):
+        settings = get_settings()
+        model = settings.gemini_text_model if api == GEMINI_TEXT else settings.gemini_image_model
+        return fakes.gemini_calls(model)
+    return list((fakes.sarvam if api == SARVAM else fakes.cloudinary).calls)
 
 
 @pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
-    with (
-        gemini_fake("gemini-key") as (gemini_url, gemini),
-        sarvam_fake("sarvam-key") as (sarvam_url, sarvam),
-        cloudinary_fake("demo", "123", "s3cret") as (cloudinary_url, cloudinary),
-        # Every run pays again: nothing comes from an earlier run's cache.
-        temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}),
-    ):
-        for state in (gemini, sarvam, cloudinary):
-            state.latency = LATENCY
-        monkeypatch.setenv("GEMINI_API_KEY", "gemini-key")
-        monkeypatch.setenv("STORYLOOM_GEMINI_BASE_URL", gemini_url)
-        monkeypatch.setenv("SARVAM_API_KEY", "sarvam-key")
-        monkeypatch.setenv("STORYLOOM_SARVAM_BASE_URL", sarvam_url)
-        monkeypatch.setenv(
-            "CLOUDINARY_URL", f"cloudinary://123:s3cret@demo?upload_prefix={cloudinary_url}"
-        )
-        services.reset()
-        yield Fakes(gemini, sarvam, cloudinary)
+def fakes(fakes: Fakes) -> Fakes:
+    """The fakes of conftest, slow enough that calls overlap."""
+    for state in fakes.all:
+        state.latency = LATENCY
+    return fakes
 
 
 @pytest.fixture
@@ -122,17 +97,6 @@ def small_limits() -> Iterator[None]:
     )
     yield
     drop_limits(ALL_LIMITS)  # the harness's server outlives this module
-
-
-def most_in_flight(calls: list[Call]) -> int:
-    """The most calls the fake was serving at one moment, from its call log."""
-    # At the same instant an end counts before a start: touching calls do not overlap.
-    events = sorted([(c.started, 1) for c in calls] + [(c.ended, -1) for c in calls])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def most_started_too_soon(starts: list[float], bucket: ApiLimit) -> float:
@@ -193,11 +157,11 @@ def test_setup_makes_the_names_the_tasks_take() -> None:
 def test_calls_keep_to_their_api_limits(life_story: LifeStory, fakes: Fakes) -> None:
     run_a_story(life_story)
 
-    seen = {api: most_in_flight(fakes.calls(api)) for api in APIS}
+    seen = {api: peak_in_flight(calls_to(fakes, api)) for api in APIS}
     assert all(seen[api] <= IN_FLIGHT[api] for api in APIS), seen
     assert fakes.sarvam.max_in_flight <= IN_FLIGHT[SARVAM]
     assert fakes.cloudinary.max_in_flight <= IN_FLIGHT[CLOUDINARY]
-    text_starts = [c.started for c in fakes.calls(GEMINI_TEXT)]
+    text_starts = [c.started for c in calls_to(fakes, GEMINI_TEXT)]
     assert most_started_too_soon(text_starts, TEXT_RATE) <= 0, text_starts
     # Every slot held for a call was given back when it ended.
     with get_client(sync_client=True) as client:
@@ -211,9 +175,9 @@ def test_without_api_limits_the_same_run_overruns_them(life_story: LifeStory, fa
     # STORYLOOM_API_LIMITS unset: the limits exist but nothing takes their slots.
     run_a_story(life_story)
 
-    seen = {api: most_in_flight(fakes.calls(api)) for api in APIS}
+    seen = {api: peak_in_flight(calls_to(fakes, api)) for api in APIS}
     assert all(seen[api] > IN_FLIGHT[api] for api in APIS), seen
-    text_starts = [c.started for c in fakes.calls(GEMINI_TEXT)]
+    text_starts = [c.started for c in calls_to(fakes, GEMINI_TEXT)]
     assert most_started_too_soon(text_starts, TEXT_RATE) > 1, text_starts  # 7 sections at once
 
 

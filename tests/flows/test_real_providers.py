@@ -4,49 +4,17 @@ loopback fakes of Gemini, Sarvam and Cloudinary."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
 
 from flows.story import story
 from storyloom import services
 from storyloom.models import CreativeStory, LifeStory
 from tasks import policy
-from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
-from tests.fakes.gemini import GeminiState, gemini_fake
-from tests.fakes.sarvam import sarvam_fake
-from tests.fakes.server import FakeState, Fault
+from tests.fakes.server import Fault
+from tests.fakes.stack import Fakes
 
 pytestmark = pytest.mark.flows
-
-
-@dataclass
-class Fakes:
-    gemini: GeminiState
-    sarvam: FakeState
-    cloudinary: CloudinaryState
-
-
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
-    with (
-        gemini_fake("gemini-key") as (gemini_url, gemini),
-        sarvam_fake("sarvam-key") as (sarvam_url, sarvam),
-        cloudinary_fake("demo", "123", "s3cret") as (cloudinary_url, cloudinary),
-        # Every test pays again: nothing comes from an earlier test's cache.
-        temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: True}),
-    ):
-        monkeypatch.setenv("GEMINI_API_KEY", "gemini-key")
-        monkeypatch.setenv("STORYLOOM_GEMINI_BASE_URL", gemini_url)
-        monkeypatch.setenv("SARVAM_API_KEY", "sarvam-key")
-        monkeypatch.setenv("STORYLOOM_SARVAM_BASE_URL", sarvam_url)
-        monkeypatch.setenv(
-            "CLOUDINARY_URL", f"cloudinary://123:s3cret@demo?upload_prefix={cloudinary_url}"
-        )
-        services.reset()
-        yield Fakes(gemini, sarvam, cloudinary)
 
 
 def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:

@@ -19,10 +19,7 @@ from uuid import UUID
 import httpx
 
 from tests import postgres
-from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
-from tests.fakes.gemini import GeminiState, gemini_fake
-from tests.fakes.sarvam import sarvam_fake
-from tests.fakes.server import FakeState
+from tests.fakes.stack import Fakes, running_fakes
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
@@ -41,9 +38,7 @@ class Cluster:
     api_url: str
     story_db: str
     logs: Path
-    gemini: GeminiState
-    sarvam: FakeState
-    cloudinary: CloudinaryState
+    fakes: Fakes
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -52,6 +47,10 @@ class Cluster:
             [str(BIN / args[0]), *args[1:]], env=self.env, cwd=ROOT, capture_output=True,
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
+
+    def stop_workers(self) -> None:
+        for worker in self.workers.values():
+            _stop(worker)
 
     def start_worker(self, pool: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"worker-{pool}.log").open("ab")
@@ -94,9 +93,7 @@ def cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[C
         server_engine = stack.enter_context(postgres.postgres_server())
         prefect_db = stack.enter_context(postgres.fresh_database(server_engine, "prefect"))
         story_db = stack.enter_context(postgres.fresh_database(server_engine, "storyloom"))
-        gemini_url, gemini = stack.enter_context(gemini_fake("gemini-key"))
-        sarvam_url, sarvam = stack.enter_context(sarvam_fake("sarvam-key"))
-        cloudinary_url, cloudinary = stack.enter_context(cloudinary_fake("demo", "123", "s3cret"))
+        fakes = stack.enter_context(running_fakes())
         port = free_port()
         api_url = f"http://127.0.0.1:{port}/api"
         logs = tmp / "logs"
@@ -117,11 +114,7 @@ def cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[C
             "STORYLOOM_HOME": str(tmp / "var"),
             "STORYLOOM_DATABASE_URL": story_db,
             "STORYLOOM_RETRY_WAIT_SCALE": "0",
-            "GEMINI_API_KEY": "gemini-key",
-            "STORYLOOM_GEMINI_BASE_URL": gemini_url,
-            "SARVAM_API_KEY": "sarvam-key",
-            "STORYLOOM_SARVAM_BASE_URL": sarvam_url,
-            "CLOUDINARY_URL": f"cloudinary://123:s3cret@demo?upload_prefix={cloudinary_url}",
+            **fakes.env,
             "NO_PROXY": "127.0.0.1,localhost",
             **(extra_env or {}),
         }
@@ -132,8 +125,8 @@ def cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[C
         )  # fmt: skip
         stack.callback(_stop, server, signal.SIGINT)
         _wait_healthy(api_url, server, server_log)
-        running = Cluster(env, api_url, story_db, logs, gemini, sarvam, cloudinary)
-        stack.callback(lambda: [_stop(w) for w in running.workers.values()])
+        running = Cluster(env, api_url, story_db, logs, fakes)
+        stack.callback(running.stop_workers)
         yield running
 
 

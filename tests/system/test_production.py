@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from storyloom.models import parse_story
 from storyloom.store.repository import StoryStore
+from tests.fakes.stack import peak_in_flight, peak_overlap
 from tests.system.cluster import POOLS, Cluster, cluster, flow_run_id
 
 SAMPLE = Path(__file__).parents[2] / "storyloom" / "samples" / "life-story.json"
@@ -86,16 +87,9 @@ def children_of(production: Cluster, parent: UUID) -> list[FlowRun]:
 
 def max_overlap(runs: list[FlowRun]) -> int:
     """The most runs of the list that were running at the same moment."""
-    edges = []
-    for run in runs:
-        assert run.start_time is not None
-        assert run.end_time is not None
-        edges += [(run.start_time, 1), (run.end_time, -1)]
-    level = peak = 0
-    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
-        level += step
-        peak = max(peak, level)
-    return peak
+    spans = [(r.start_time, r.end_time) for r in runs]
+    assert all(start and end for start, end in spans), "a run without start or end time"
+    return peak_overlap(spans)
 
 
 def test_setup_twice_changes_nothing(production: Cluster) -> None:
@@ -133,18 +127,8 @@ def test_deployment_run_from_the_prefect_cli(production: Cluster) -> None:
     assert book.chapters["hi-IN"]
 
 
-def in_flight(calls: list[Any]) -> int:
-    """The most calls a fake was serving at the same moment, from its call log."""
-    edges = [(c.started, 1) for c in calls] + [(c.ended, -1) for c in calls]
-    level = peak = 0
-    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
-        level += step
-        peak = max(peak, level)
-    return peak
-
-
 def test_six_stories_at_once_stay_within_every_limit(production: Cluster) -> None:
-    for fake in (production.gemini, production.sarvam, production.cloudinary):
+    for fake in (production.fakes.gemini, production.fakes.sarvam, production.fakes.cloudinary):
         fake.reset()
         fake.latency = 0.05
     ids = []
@@ -173,15 +157,15 @@ def test_six_stories_at_once_stay_within_every_limit(production: Cluster) -> Non
     assert max_overlap([r for r in runs if r.work_pool_name == "images"]) == 1
 
     # Calls in flight per external API never went over its limit.
-    image_calls = [c for c in production.gemini.calls if "image" in c.path]
-    text_calls = [c for c in production.gemini.calls if "image" not in c.path]
+    image_calls = [c for c in production.fakes.gemini.calls if "image" in c.path]
+    text_calls = [c for c in production.fakes.gemini.calls if "image" not in c.path]
     assert len(image_calls) == 12
-    assert in_flight(text_calls) <= API_LIMITS["gemini_text"]
-    assert in_flight(image_calls) <= API_LIMITS["gemini_image"]
-    assert in_flight(production.sarvam.calls) <= API_LIMITS["sarvam"]
-    assert in_flight(production.cloudinary.calls) <= API_LIMITS["cloudinary"]
+    assert peak_in_flight(text_calls) <= API_LIMITS["gemini_text"]
+    assert peak_in_flight(image_calls) <= API_LIMITS["gemini_image"]
+    assert peak_in_flight(production.fakes.sarvam.calls) <= API_LIMITS["sarvam"]
+    assert peak_in_flight(production.fakes.cloudinary.calls) <= API_LIMITS["cloudinary"]
     # ...and the limits were pressed against, or the check above proves nothing.
-    assert in_flight(text_calls) == API_LIMITS["gemini_text"]
+    assert peak_in_flight(text_calls) == API_LIMITS["gemini_text"]
 
     with StoryStore.open(production.story_db) as store:
         for n in range(6):
@@ -192,8 +176,8 @@ def test_six_stories_at_once_stay_within_every_limit(production: Cluster) -> Non
 
 def test_cancelling_the_parent_cancels_its_children(production: Cluster) -> None:
     add_story(production, "cancel-me")
-    production.gemini.reset()
-    production.gemini.latency = 4.0  # every call slow: the children are mid-flight
+    production.fakes.gemini.reset()
+    production.fakes.gemini.latency = 4.0  # every call slow: the children are mid-flight
     try:
         started = production.run(
             "prefect", "deployment", "run", "story/generate",
@@ -216,7 +200,7 @@ def test_cancelling_the_parent_cancels_its_children(production: Cluster) -> None
         [parent] = wait_final(production, [parent_id], timeout=180)
         [child] = wait_final(production, [c.id for c in children], timeout=180)
     finally:
-        production.gemini.latency = 0.0
+        production.fakes.gemini.latency = 0.0
     assert parent.state_type == StateType.CANCELLED
     assert child.state_type == StateType.CANCELLED
     with StoryStore.open(production.story_db) as store:
