@@ -185,6 +185,28 @@ def stories_show(
         console.print(table)
 
 
+@stories_app.command("delete")
+def stories_delete(
+    story_id: Annotated[str, typer.Argument(help="The story's id.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete a story: its database rows and every media file it has."""
+    from storyloom import services
+    from storyloom.store.repository import StoryNotFoundError
+
+    store = services.store()
+    try:
+        tale = store.get_story(story_id)
+    except StoryNotFoundError:
+        raise _fail(f"no story with id {story_id!r}") from None
+    if not yes and not typer.confirm(f"Delete {tale.title!r} and all its media?"):
+        raise typer.Exit(1)
+    # Media first: a failure there leaves the story in the database, to delete again.
+    files = services.media().delete_story(story_id)
+    store.delete_story(story_id)
+    console.print(f"deleted story [bold]{story_id}[/bold] and {files} media files")
+
+
 def _languages(value: str | None) -> list[str] | None:
     if value is None:
         return None

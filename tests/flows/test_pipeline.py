@@ -174,3 +174,19 @@ def test_children_run_on_their_own(life_story: LifeStory) -> None:
     assert set(book.chapters) == {"en-IN", "ta-IN"}
     assert book.config.narration_languages == ["en-IN", "ta-IN"]
     assert [i.page_number for i in book.illustrations] == [1, 3]
+
+
+def test_deleting_a_story_removes_its_rows_and_files(life_story: LifeStory) -> None:
+    from typer.testing import CliRunner
+
+    from storyloom.cli import app
+
+    story(story_id=life_story.id, pages=4, narration_languages=["en-IN"])
+    folder = get_settings().media_dir / "stories" / life_story.id
+    assert any(folder.rglob("*.png"))
+
+    result = CliRunner().invoke(app, ["stories", "delete", life_story.id, "--yes"])
+
+    assert result.exit_code == 0, result.output
+    assert not folder.exists()
+    assert services.store().list_stories() == []
