@@ -3,16 +3,27 @@ loopback fakes of Gemini, Sarvam and Cloudinary."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 
 from flows.story import story
 from storyloom import services
 from storyloom.models import CreativeStory, LifeStory
 from tasks import policy
 from tests.fakes.server import Fault
-from tests.fakes.stack import Fakes
+from tests.fakes.stack import CLOUDINARY_SECRET, GEMINI_KEY, SARVAM_KEY, Fakes
 
 pytestmark = pytest.mark.flows
 
@@ -92,11 +103,56 @@ def test_every_story_completes_with_20_percent_of_calls_failing(
     assert len(policy.requested_waits) >= failures
 
 
+def everything_recorded(flow_run_id: UUID) -> str:
+    """All that Prefect keeps of a run and its subflows: logs, states, artifacts."""
+
+    async def read() -> str:
+        async with get_client() as client:
+            runs = [await client.read_flow_run(flow_run_id)]
+            runs += await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
+                )
+            )
+            ids = [run.id for run in runs]
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+            )
+        return "\n".join(
+            [log.message for log in logs]
+            + [f"{run.parameters} {run.state.message if run.state else ''}" for run in runs]
+            + [str(artifact.data) for artifact in artifacts]
+        )
+
+    return asyncio.run(read())
+
+
+def test_no_secret_is_recorded_anywhere(life_story: LifeStory, fakes: Fakes) -> None:
+    state = story(
+        story_id=life_story.id, pages=4, image_count=1, narration_languages=["hi-IN"],
+        return_state=True,
+    )  # fmt: skip
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+
+    recorded = everything_recorded(run_id)
+    assert "page-01" in recorded  # the record is there, and is what is searched
+    for secret in (GEMINI_KEY, SARVAM_KEY, CLOUDINARY_SECRET):
+        assert secret not in recorded
+    book = services.store().book(life_story.id)
+    assert book is not None
+    for secret in (GEMINI_KEY, SARVAM_KEY, CLOUDINARY_SECRET):
+        assert secret not in book.model_dump_json()
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "provider"),
     [
-        ("GEMINI_API_KEY", "wrong-key", "Gemini"),
-        ("SARVAM_API_KEY", "wrong-key", "Sarvam"),
+        ("GEMINI_API_KEY", "wrong-key-7f3a", "Gemini"),
+        ("SARVAM_API_KEY", "wrong-key-7f3a", "Sarvam"),
     ],
 )
 def test_a_bad_key_fails_fast_naming_the_provider(
@@ -106,10 +162,16 @@ def test_a_bad_key_fails_fast_naming_the_provider(
     monkeypatch.setenv(variable, value)
     services.reset()
 
+    state = story(
+        story_id=life_story.id, pages=4, images=False, narration_languages=["hi-IN"],
+        return_state=True,
+    )  # fmt: skip
     with pytest.raises(Exception, match=provider) as failure:
-        story(story_id=life_story.id, pages=4, images=False, narration_languages=["hi-IN"])
+        state.result()
 
     assert value not in str(failure.value)
+    assert state.state_details.flow_run_id is not None
+    assert value not in everything_recorded(state.state_details.flow_run_id)
     fake = fakes.gemini if provider == "Gemini" else fakes.sarvam
     refused = [c for c in fake.calls if c.status in (400, 401, 403)]
     assert len(refused) == 1  # one call, no retries of a permanent error
@@ -117,6 +179,8 @@ def test_a_bad_key_fails_fast_naming_the_provider(
     latest = services.store().latest_generation(life_story.id)
     assert latest is not None
     assert latest.status == "failed"
+    assert provider in (latest.error or "")
+    assert value not in (latest.error or "")
 
 
 def test_a_safety_block_fails_the_image_not_the_book(life_story: LifeStory, fakes: Fakes) -> None:
