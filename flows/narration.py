@@ -16,7 +16,7 @@ from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from storyloom import report, services
 from storyloom.audio import join_wavs, wav_duration
-from storyloom.chapters import chapter_title, chunk_text, plan_chapters
+from storyloom.chapters import ChapterPlan, chapter_title, chunk_text, plan_chapters
 from storyloom.media.base import audio_public_id
 from storyloom.models import AudioChapter, Language, Page, Usage
 from storyloom.providers.base import Speech
@@ -26,6 +26,9 @@ from tasks.narration import speak, translate
 
 # A short pause between the pieces of one chapter, where a sentence ended anyway.
 PIECE_GAP_SECONDS = 0.25
+# How far the measured speed of the voice may be from the speaker's estimate before the
+# chapters are planned again.
+CALIBRATION = 0.10
 
 
 class NarrationResult(BaseModel):
@@ -70,28 +73,48 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
     usage: list[Usage] = []
     chapters_by_language: dict[Language, list[AudioChapter]] = {}
 
-    for language in languages:
-        texts, spent = _in_language(pages, gen.story.language, language)
-        usage += spent
-        plans = plan_chapters(
+    def plan_at(texts: list[tuple[int, str]], seconds_per_char: float) -> list[ChapterPlan]:
+        return plan_chapters(
             texts,
-            providers.speaker.seconds_per_char(language),
+            seconds_per_char,
             target_seconds=settings.chapter_seconds,
             max_seconds=settings.chapter_max_seconds,
         )
-        progress.grow(len(plans))
-        pieces = [chunk_text(plan.text, providers.speaker.max_chars) for plan in plans]
-        spoken = iter(
-            submit_many(
-                speak,
-                [(piece, language, providers.notes["speech"]) for ps in pieces for piece in ps],
-            )
-        )
+
+    def voice(plans: list[ChapterPlan], language: Language) -> list[bytes]:
+        """Each chapter's WAV: its pieces spoken (side by side after the first), joined."""
+        pieces = [chunk_text(p.text, providers.speaker.max_chars) for p in plans]
+        calls = [(piece, language, providers.notes["speech"]) for ps in pieces for piece in ps]
+        spoken = iter(submit_many(speak, calls))
         wavs: list[bytes] = []
         for chapter_pieces in pieces:
             speech: list[Speech] = [next(spoken).result() for _ in chapter_pieces]
-            usage += [s.usage for s in speech]
+            usage.extend(s.usage for s in speech)
             wavs.append(join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS))
+        return wavs
+
+    for language in languages:
+        texts, spent = _in_language(pages, gen.story.language, language)
+        usage += spent
+        estimate = providers.speaker.seconds_per_char(language)
+        plans = plan_at(texts, estimate)
+        # Chapters are planned from an estimate of the voice's speed. The first chapter
+        # is spoken alone and measured: if the voice is more than CALIBRATION off, the
+        # book is planned again at the measured speed (the first chapter is paid for
+        # again only if its text changed), so no chapter runs far past a minute.
+        first = voice(plans[:1], language)
+        measured = wav_duration(first[0]) / max(len(plans[0].text), 1) if plans else estimate
+        if plans and abs(measured / estimate - 1) > CALIBRATION:
+            get_run_logger().info(
+                "%s: the voice takes %.3f s a character, not %.3f: chapters planned again",
+                language, measured, estimate,
+            )  # fmt: skip
+            replanned = plan_at(texts, measured)
+            if replanned[0].text != plans[0].text:
+                first = voice(replanned[:1], language)
+            plans = replanned
+        progress.grow(len(plans))
+        wavs = first + voice(plans[1:], language)
         uploads = submit_many(
             store_media,
             [

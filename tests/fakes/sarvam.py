@@ -16,6 +16,7 @@ import uuid
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -119,7 +120,14 @@ def _missing(body: dict[str, Any], fields: tuple[str, ...]) -> JSONResponse | No
     return None
 
 
-def make_app(api_key: str, state: FakeState) -> ASGIApp:
+@dataclass
+class SarvamState(FakeState):
+    """FakeState plus the speaking rate: how long the audio is for a character of text."""
+
+    seconds_per_char: float = SECONDS_PER_CHAR
+
+
+def make_app(api_key: str, state: SarvamState) -> ASGIApp:
     """The fake Sarvam wrapped in the shared fault middleware."""
 
     async def read(request: Request) -> dict[str, Any] | Response:
@@ -173,7 +181,7 @@ def make_app(api_key: str, state: FakeState) -> ASGIApp:
             return _error(400, f"Invalid speech_sample_rate {rate}")
         if codec != "wav":
             return _error(400, f"This fake answers only wav, not {codec!r}")
-        wav = tone_wav(SECONDS_PER_CHAR * len(text) / pace, rate)
+        wav = tone_wav(state.seconds_per_char * len(text) / pace, rate)
         return JSONResponse(
             {"request_id": uuid.uuid4().hex, "audios": [base64.b64encode(wav).decode("ascii")]}
         )
@@ -219,8 +227,8 @@ def make_app(api_key: str, state: FakeState) -> ASGIApp:
 
 
 @contextmanager
-def sarvam_fake(api_key: str = "test-key") -> Iterator[tuple[str, FakeState]]:
+def sarvam_fake(api_key: str = "test-key") -> Iterator[tuple[str, SarvamState]]:
     """Serve the fake Sarvam on loopback; yields (base_url, state)."""
-    state = FakeState()
+    state = SarvamState()
     with serve(make_app(api_key, state)) as base_url:
         yield base_url, state

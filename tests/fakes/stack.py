@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.fakes.cloudinary import CloudinaryState, cloudinary_fake
 from tests.fakes.gemini import GeminiState, gemini_fake
-from tests.fakes.sarvam import sarvam_fake
+from tests.fakes.sarvam import SarvamState, sarvam_fake
 from tests.fakes.server import Call, FakeState
 
 GEMINI_KEY, SARVAM_KEY = "gemini-key", "sarvam-key"
@@ -20,7 +20,7 @@ CLOUD, CLOUDINARY_KEY, CLOUDINARY_SECRET = "demo", "123", "s3cret"
 @dataclass
 class Fakes:
     gemini: GeminiState
-    sarvam: FakeState
+    sarvam: SarvamState
     cloudinary: CloudinaryState
     env: dict[str, str]  # what makes storyloom use the real clients against these fakes
 

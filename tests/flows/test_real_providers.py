@@ -221,3 +221,22 @@ def test_a_bad_cloudinary_secret_fails_fast(
     refused = [c for c in fakes.cloudinary.calls_to("/upload") if c.status == 401]
     assert len(refused) == 1
     assert services.store().book(life_story.id) is None
+
+
+def test_chapters_follow_the_measured_voice_not_the_estimate(
+    life_story: LifeStory, fakes: Fakes
+) -> None:
+    estimate = services.providers().speaker.seconds_per_char("en-IN")
+    fakes.sarvam.seconds_per_char = estimate * 1.6  # a voice far slower than planned for
+
+    story(story_id=life_story.id, pages=4, images=False, narration_languages=["en-IN"])
+
+    book = services.store().book(life_story.id)
+    assert book is not None
+    chapters = book.chapters["en-IN"]
+    durations = [c.duration_seconds for c in chapters]
+    # Planned at the estimate, chapters would run about 96 s; measured, about a minute.
+    assert max(durations) <= 75
+    assert sum(d >= 45 for d in durations) >= len(durations) - 1  # all but the last
+    speech = fakes.sarvam.calls_to("/text-to-speech")
+    assert len(speech) <= len(chapters) + 1  # the first chapter spoken twice at most
