@@ -85,6 +85,11 @@ def usage_markdown(usage: Sequence[Usage]) -> str:
     return "\n".join(lines)
 
 
+# Pictures shown in a book's artifact: inline previews are ~20 KB each, and a 200-page
+# book's artifact should stay readable in the UI. The rest are listed by address.
+MAX_PICTURES_SHOWN = 24
+
+
 def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
     """The whole storybook: totals, banner, every page with its picture, chapters, cost."""
     pictures = {item.page_number: item for item in book.illustrations}
@@ -106,7 +111,10 @@ def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
         lines += [f"## Page {page.number} ({page.words} words)", ""]
         if page.number in pictures:
             item = pictures[page.number]
-            lines += [f"![Page {page.number}]({image_src(item.thumbnail_url)})", ""]
+            if item.position <= MAX_PICTURES_SHOWN:
+                lines += [f"![Page {page.number}]({image_src(item.thumbnail_url)})", ""]
+            else:
+                lines += [f"Picture: `{item.public_id}` ({item.url})", ""]
         lines += [page.text, ""]
     if book.chapters:
         lines.append(narration_markdown("chapters", book.chapters).replace("# Narration: ", "# "))
