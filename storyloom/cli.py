@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,12 +15,17 @@ from rich.table import Table
 from storyloom.models import (
     LANGUAGES,
     Audience,
+    CreativeStory,
     GenerationConfig,
     ImageStyle,
+    LifeStory,
     Tone,
     parse_story,
 )
 from storyloom.settings import get_settings
+
+if TYPE_CHECKING:
+    from storyloom.store.repository import StoryStore
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 stories_app = typer.Typer(no_args_is_help=True, help="Add, list and show stories.")
@@ -44,6 +49,15 @@ def _prepare_prefect(*, quiet: bool = True) -> None:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
+
+
+def _existing_story(store: StoryStore, story_id: str) -> LifeStory | CreativeStory:
+    from storyloom.store.repository import StoryNotFoundError
+
+    try:
+        return store.get_story(story_id)
+    except StoryNotFoundError:
+        raise _fail(f"no story with id {story_id!r} (see `storyloom stories list`)") from None
 
 
 def explain(error: ValidationError) -> list[str]:
@@ -123,13 +137,9 @@ def stories_show(
 ) -> None:
     """Show a story's book: config, pages, illustrations, chapters."""
     from storyloom import services
-    from storyloom.store.repository import StoryNotFoundError
 
     store = services.store()
-    try:
-        tale = store.get_story(story_id)
-    except StoryNotFoundError:
-        raise _fail(f"no story with id {story_id!r}") from None
+    tale = _existing_story(store, story_id)
     book = store.book(story_id)
     latest = store.latest_generation(story_id)
     if as_json:
@@ -192,13 +202,9 @@ def stories_delete(
 ) -> None:
     """Delete a story: its database rows and every media file it has."""
     from storyloom import services
-    from storyloom.store.repository import StoryNotFoundError
 
     store = services.store()
-    try:
-        tale = store.get_story(story_id)
-    except StoryNotFoundError:
-        raise _fail(f"no story with id {story_id!r}") from None
+    tale = _existing_story(store, story_id)
     if not yes and not typer.confirm(f"Delete {tale.title!r} and all its media?"):
         raise typer.Exit(1)
     # Media first: a failure there leaves the story in the database, to delete again.
@@ -246,12 +252,8 @@ def generate(
 
 def _generate(story_id: str, config: GenerationConfig) -> None:
     from storyloom import services
-    from storyloom.store.repository import StoryNotFoundError
 
-    try:
-        services.store().get_story(story_id)
-    except StoryNotFoundError:
-        raise _fail(f"no story with id {story_id!r}; add it with `storyloom stories add`") from None
+    _existing_story(services.store(), story_id)
     _prepare_prefect()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
