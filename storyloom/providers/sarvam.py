@@ -132,6 +132,9 @@ def _error_details(response: httpx.Response, secret: str) -> tuple[str, str]:
 class _SarvamClient:
     """What the speaker and the translator share: the URL, the key, one POST."""
 
+    model: str
+    max_chars: int  # the longest text one request to this model may carry
+
     def __init__(self, http: httpx.Client, *, base_url: str, api_key: str, usage: str) -> None:
         if not api_key:
             raise ValueError("a Sarvam API key is required")
@@ -146,6 +149,14 @@ class _SarvamClient:
 
     def _refuse(self, message: str) -> PermanentError:
         return PermanentError(self._usage, message)
+
+    def _check_fits(self, text: str) -> None:
+        """Refuse, before any call, a text longer than one request may carry."""
+        if len(text) > self.max_chars:
+            raise self._refuse(
+                f"text of {len(text)} characters is over the {self.max_chars} "
+                f"that {self.model} takes in one request; split it first"
+            )
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -211,11 +222,7 @@ class SarvamSpeaker(_SarvamClient):
         """Speak text as a mono 16-bit WAV; what the API would refuse is refused before calling."""
         if not text.strip():
             raise self._refuse("nothing to speak: the text is empty")
-        if len(text) > self.max_chars:
-            raise self._refuse(
-                f"text of {len(text)} characters is over the {self.max_chars} "
-                f"that {self.model} takes in one request; split it first"
-            )
+        self._check_fits(text)
         if language not in LANGUAGES:
             raise self._refuse(f"Sarvam does not speak {language!r}")
         answer = self._post(
@@ -293,11 +300,7 @@ class SarvamTranslator(_SarvamClient):
             return Written(text=text, usage=Usage(provider=TRANSLATE_USAGE, calls=0))
         if not text.strip():
             raise self._refuse("nothing to translate: the text is empty")
-        if len(text) > self.max_chars:
-            raise self._refuse(
-                f"text of {len(text)} characters is over the {self.max_chars} "
-                f"that {self.model} takes in one request; split it first"
-            )
+        self._check_fits(text)
         for language in (source, target):
             if language not in LANGUAGES:
                 raise self._refuse(f"Sarvam does not translate {language!r}")
