@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from flows.fanout import submit_many
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
+from flows.spending import paid
 from storyloom import report, services
 from storyloom.media.base import image_public_id
 from storyloom.media.local import preview_src
@@ -24,7 +25,7 @@ from storyloom.settings import get_settings
 from storyloom.writing import illustration_pages
 from tasks.illustrations import draw_image
 from tasks.media import store_media
-from tasks.writing import plan_illustrations
+from tasks.writing import plan_illustration
 
 
 class IllustrationsResult(BaseModel):
@@ -76,21 +77,29 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
         future.wait()
         progress.advance(f"page {page} drawn")
         try:
-            return future.result()
+            picture, cost = paid(future)
         except AccountError:
             raise  # every other picture would fail the same way
         except Exception as exc:
             logger.warning("page %d: the illustration failed and is skipped: %s", page, exc)
             failed.append(page)
             return None
+        usage.append(cost)
+        return picture
 
     if numbers:
         via = providers.notes["image"]
-        plan = plan_illustrations(
-            gen.story.title, [pages[n - 1].text for n in numbers], config.image_style,
-            providers.notes["text"],
-        )  # fmt: skip
-        usage.append(plan.usage)
+        # One call per page, keyed by that page's text: an edit elsewhere leaves it cached.
+        planned = [
+            paid(future)
+            for future in submit_many(
+                plan_illustration,
+                [(gen.story.title, pages[n - 1].text, config.image_style,
+                  providers.notes["text"]) for n in numbers],
+            )
+        ]  # fmt: skip
+        usage += [cost for _, cost in planned]
+        prompts = [plan.prompt for plan, _ in planned]
         progress.advance("prompts planned")
         aspect = get_settings().gemini_image_aspect_ratio
 
@@ -101,20 +110,19 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
 
         # The first picture is drawn alone: the others get it as their reference so the
         # characters stay the same. If it fails, the others are drawn without one.
-        first = settled(draw_image.submit(request(plan.prompts[0], None), via), numbers[0])
-        rest = [draw_image.submit(request(p, first), via) for p in plan.prompts[1:]]
+        first = settled(draw_image.submit(request(prompts[0], None), via), numbers[0])
+        rest = [draw_image.submit(request(p, first), via) for p in prompts[1:]]
         pictures = [first] + [settled(f, n) for f, n in zip(rest, numbers[1:], strict=True)]
 
         drawn = [
             (number, prompt, picture)
-            for number, prompt, picture in zip(numbers, plan.prompts, pictures, strict=True)
+            for number, prompt, picture in zip(numbers, prompts, pictures, strict=True)
             if picture is not None
         ]
-        usage += [picture.usage for _, _, picture in drawn]
         uploads = submit_many(
             store_media,
-            [(image_public_id(gen.story_id, n), pic.data, "image", "png", media.name)
-             for n, _, pic in drawn],
+            [(gen.id, image_public_id(gen.story_id, n, pic.data), pic.data, "image", "png",
+              media.name) for n, _, pic in drawn],
         )  # fmt: skip
         for (number, prompt, picture), upload in zip(drawn, uploads, strict=True):
             upload.wait()

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from flows.fanout import submit_many
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
+from flows.spending import paid
 from storyloom import report, services
 from storyloom.audio import join_wavs, wav_duration
 from storyloom.chapters import ChapterPlan, chapter_title, chunk_text, plan_chapters
@@ -21,6 +22,7 @@ from storyloom.media.base import audio_public_id
 from storyloom.models import AudioChapter, Language, Page, Usage
 from storyloom.providers.base import Speech
 from storyloom.settings import get_settings
+from storyloom.writing import section_starts
 from tasks.media import store_media
 from tasks.narration import speak, translate
 
@@ -73,12 +75,28 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
     usage: list[Usage] = []
     chapters_by_language: dict[Language, list[AudioChapter]] = {}
 
+    # Chapters never cross a section's first page: an edit elsewhere leaves a section's
+    # chapters, and so their cached speech, as they were. The sections are planned again
+    # from the story and config (pure); pages that do not match that plan get none.
+    starts = (
+        section_starts(
+            gen.story.kind, gen.story.material(), gen.config.pages, gen.config.words_per_page
+        )
+        if len(pages) == gen.config.pages
+        else frozenset[int]()
+    )
+
+    # Planned against an estimate that may be CALIBRATION off, so planned to a maximum
+    # that leaves room for it: a section's last chapter often runs close to the maximum.
+    max_seconds = max(settings.chapter_seconds, settings.chapter_max_seconds / (1 + CALIBRATION))
+
     def plan_at(texts: list[tuple[int, str]], seconds_per_char: float) -> list[ChapterPlan]:
         return plan_chapters(
             texts,
             seconds_per_char,
             target_seconds=settings.chapter_seconds,
-            max_seconds=settings.chapter_max_seconds,
+            max_seconds=max_seconds,
+            section_starts=starts,
         )
 
     def voice(plans: list[ChapterPlan], language: Language) -> list[bytes]:
@@ -88,8 +106,11 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
         spoken = iter(submit_many(speak, calls))
         wavs: list[bytes] = []
         for chapter_pieces in pieces:
-            speech: list[Speech] = [next(spoken).result() for _ in chapter_pieces]
-            usage.extend(s.usage for s in speech)
+            speech: list[Speech] = []
+            for _ in chapter_pieces:
+                piece, cost = paid(next(spoken))
+                speech.append(piece)
+                usage.append(cost)
             wavs.append(join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS))
         return wavs
 
@@ -118,8 +139,8 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
         uploads = submit_many(
             store_media,
             [
-                (audio_public_id(gen.story_id, language, plan.position), wav, "audio", "wav",
-                 media.name)
+                (gen.id, audio_public_id(gen.story_id, language, plan.position, wav), wav,
+                 "audio", "wav", media.name)
                 for plan, wav in zip(plans, wavs, strict=True)
             ],
         )  # fmt: skip
@@ -178,13 +199,21 @@ def _in_language(
     pieces = [chunk_text(page.text, translator.max_chars) for page in pages]
     done = iter(
         submit_many(
-            translate, [(piece, source, target, translator.name) for ps in pieces for piece in ps]
+            translate,
+            [
+                (piece, source, target, services.providers().notes["translation"])
+                for ps in pieces
+                for piece in ps
+            ],
         )
     )
     texts: list[tuple[int, str]] = []
     usage: list[Usage] = []
     for page, page_pieces in zip(pages, pieces, strict=True):
-        written = [next(done).result() for _ in page_pieces]
-        usage += [w.usage for w in written]
+        written = []
+        for _ in page_pieces:
+            translated, cost = paid(next(done))
+            written.append(translated)
+            usage.append(cost)
         texts.append((page.number, " ".join(w.text for w in written)))
     return texts, usage

@@ -1,8 +1,11 @@
 """A generation as flows see it: where a run writes its outputs, published all at once.
 
 A run writes pages, illustrations and chapters into a generation readers cannot see;
-only when everything is there does the story's pointer move to it, in one transaction.
-A failed run leaves the previous book in place.
+only when everything is there does the story's pointer move to it, in one transaction,
+and only if the book is still the one the generation started from. A failed or
+cancelled run leaves the previous book in place and deletes the files only it made; a
+run handed back by a stopping worker, or rerun after its worker died, continues its
+generation.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+from uuid import UUID
 
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State, StateType
+from prefect.exceptions import ObjectNotFound, TerminationSignal
 from prefect.runtime import flow_run
 
 from storyloom import services
@@ -26,8 +34,12 @@ from storyloom.models import (
     Usage,
 )
 from storyloom.prompts import PROMPT_VERSION
+from storyloom.store.records import GenerationInfo
+from tasks.media import delete_orphaned_media
 
 Output = Literal["pages", "illustrations", "chapters"]
+_OVER = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
+_CANCELLED = {StateType.CANCELLING, StateType.CANCELLED}
 
 
 @dataclass(frozen=True)
@@ -56,15 +68,6 @@ class Generation:
         services.store().add_usage(self.id, usage)
 
 
-def _resumed(story_id: str, run_id: str) -> str | None:
-    """The generation this flow run started before it was handed back, if still open:
-    the rerun continues it (and its paid work is cached) instead of starting over."""
-    for info in services.store().generations(story_id, limit=5):
-        if info.flow_run_id == run_id and info.status == "running":
-            return info.id
-    return None
-
-
 @contextmanager
 def open_generation(
     story_id: str,
@@ -77,7 +80,9 @@ def open_generation(
     """Join the parent's generation, or start (and at the end publish) a new one.
 
     A new generation takes `config`, or else the current book's config with the non-None
-    `overrides`, and copies the `copy` outputs of the current book into itself.
+    `overrides`, and copies the `copy` outputs of the current book into itself. A
+    generation this flow run started before it was handed back, or an identical one
+    whose run died, is continued instead.
     """
     store = services.store()
     story = store.get_story(story_id)
@@ -93,7 +98,7 @@ def open_generation(
         config = GenerationConfig.model_validate({**current.config.model_dump(), **changes})
     config = config.for_story(story)
     run_id = flow_run.get_id()
-    new_id = _resumed(story_id, str(run_id)) if run_id else None
+    new_id = _continued(story_id, str(run_id), config) if run_id else None
     if new_id is None:
         new_id = store.start_generation(
             story_id,
@@ -105,6 +110,84 @@ def open_generation(
     try:
         yield Generation(new_id, story, config)
     except BaseException as exc:
-        store.fail(new_id, f"{type(exc).__name__}: {exc}")
+        _end(story_id, new_id, exc)
         raise
-    store.publish(new_id)
+    try:
+        store.publish(new_id)
+    except Exception as exc:
+        store.fail(new_id, f"publishing failed: {type(exc).__name__}: {exc}")
+        _sweep(story_id)
+        raise
+    delete_orphaned_media(story_id)
+
+
+def _end(story_id: str, generation_id: str, exc: BaseException) -> None:
+    """Record how the generation ended, unless its run is only being handed back."""
+    store = services.store()
+    run_id = flow_run.get_id()
+    if isinstance(exc, TerminationSignal):
+        state = _run_state(str(run_id)) if run_id else None
+        if state is None or state.type not in _CANCELLED:
+            # A stopping worker hands the run back (or the API did not answer): the rerun
+            # continues this generation, its children and its paid work.
+            return
+        store.cancel(generation_id, f"cancelled: {state.message or 'the run was cancelled'}")
+    elif isinstance(exc, KeyboardInterrupt):
+        store.cancel(generation_id, "cancelled: interrupted")
+    else:
+        store.fail(generation_id, f"{type(exc).__name__}: {exc}")
+    _sweep(story_id)
+
+
+def _sweep(story_id: str) -> None:
+    """Delete the files no generation uses; a failure only leaves them for the next sweep."""
+    try:
+        delete_orphaned_media.fn(story_id)
+    except Exception as exc:
+        get_run_logger().warning("files of ended generations not deleted yet: %s", exc)
+
+
+def _continued(story_id: str, run_id: str, config: GenerationConfig) -> str | None:
+    """The running generation this run continues, if any.
+
+    Its own (the run was handed back and runs again), or one with the same config, from
+    the same book, whose flow run died (Crashed, or ended without closing it): the new
+    run adopts it, and with it the child runs (their idempotency keys name the
+    generation) and the cached paid work. A dead run's generation that cannot be
+    continued is marked failed, so it stops looking busy.
+    """
+    store = services.store()
+    generations = store.generations(story_id, limit=20)
+    running = [g for g in generations if g.status == "running"]
+    for info in running:
+        if info.flow_run_id == run_id:
+            return info.id
+    current = next((g.id for g in generations if g.current), None)
+    for info in running:
+        state = _run_state(info.flow_run_id) if info.flow_run_id else None
+        if state is None or state.type not in _OVER:
+            continue  # still at work somewhere (or Prefect cannot say): leave it alone
+        same = info.base_generation_id == current and _config_of(info) == config
+        if same:
+            store.adopt_generation(info.id, run_id)
+            get_run_logger().info(
+                "continuing generation %s, whose run ended %s", info.id, state.name
+            )
+            return info.id
+        store.fail(info.id, f"its flow run ended {state.name} and a new run started")
+    return None
+
+
+def _config_of(info: GenerationInfo) -> GenerationConfig:
+    return services.store().generation(info.id).config
+
+
+def _run_state(run_id: str) -> State[Any] | None:
+    """The flow run's state; None when Prefect cannot say (no such run, no answer)."""
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(UUID(run_id)).state
+    except (ObjectNotFound, ValueError):
+        return None
+    except Exception:  # the API is unreachable: not a reason to decide anything
+        return None

@@ -11,11 +11,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from flows.fanout import cancel_children, run_children
+from flows.fanout import cancel_children, run_children, submit_many
 from flows.illustrations import IllustrationsResult, illustrations
 from flows.narration import NarrationResult, narration
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
+from flows.spending import paid
 from storyloom import report, services
 from storyloom.media.local import preview_src
 from storyloom.models import (
@@ -28,8 +29,8 @@ from storyloom.models import (
     Tone,
     Usage,
 )
-from storyloom.writing import count_words, length_ok, paginate
-from tasks.writing import fit_length, outline, proofread, section_briefs, write_section
+from storyloom.writing import count_words, length_ok, paginate_sections, plan_sections
+from tasks.writing import fit_length, proofread, section_briefs, write_section
 
 _DEFAULT = GenerationConfig()
 # A section off its budget by more than this is rewritten once; pagination then holds
@@ -112,23 +113,29 @@ def story(
 
 
 def _write(gen: Generation) -> tuple[list[Page], list[Usage]]:
-    """Outline, sections (in parallel), length check, grammar pass, pagination."""
+    """Sections (in parallel), length check, grammar pass, pagination section by section.
+
+    Each section owns whole pages and is written from its own material and context that
+    no other section's edit changes (no outline over the whole book), so after an edit
+    only the edited section's calls miss the cache and only its pages change.
+    """
     logger = get_run_logger()
     config = gen.config
     via = services.providers().notes["text"]
-    briefs = section_briefs(gen.story, config)
-    steps = 2 + len(briefs) * (3 if config.improve_grammar else 2)
+    budgets = plan_sections(
+        gen.story.kind, gen.story.material(), config.pages, config.words_per_page
+    )
+    briefs = section_briefs(gen.story, config, budgets)
+    steps = 1 + len(briefs) * (3 if config.improve_grammar else 2)
     progress = Progress("story", gen.story_id, steps, f"{config.pages} pages")
-    planned = outline(briefs, via)
-    briefs = planned.sections
-    usage = [planned.usage]
-    progress.advance("outlined")
+    usage: list[Usage] = []
 
-    drafts = [write_section.submit(b, via) for b in briefs]
+    # The first section alone: a refused account fails the run after one call.
+    drafts = submit_many(write_section, [(b, via) for b in briefs])
     texts: list[str] = []
     for brief, draft in zip(briefs, drafts, strict=True):
-        written = draft.result()
-        usage.append(written.usage)
+        written, cost = paid(draft)
+        usage.append(cost)
         texts.append(written.text)
         progress.advance(f"wrote {brief.heading}")
 
@@ -138,26 +145,25 @@ def _write(gen: Generation) -> tuple[list[Page], list[Usage]]:
         if not length_ok(count_words(texts[i]), brief.target_words, SECTION_TOLERANCE)
     }
     for i, refit in refits.items():
-        written = refit.result()
-        usage.append(written.usage)
+        written, cost = paid(refit)
+        usage.append(cost)
         texts[i] = written.text
     progress.advance(f"length checked, {len(refits)} rewritten", steps=len(briefs))
 
     if config.improve_grammar:
         passes = [proofread.submit(b, t, via) for b, t in zip(briefs, texts, strict=True)]
         for i, proof in enumerate(passes):
-            written = proof.result()
-            usage.append(written.usage)
+            written, cost = paid(proof)
+            usage.append(cost)
             texts[i] = written.text
         progress.advance("proofread", steps=len(briefs))
 
-    text = "\n\n".join(texts)
-    total = count_words(text)
+    total = sum(count_words(t) for t in texts)
     if not length_ok(total, config.total_words, 0.10):
         logger.warning(
             "the text has %d words for a target of %d: pages will be uneven",
             total, config.total_words,
         )  # fmt: skip
-    book_pages = paginate(text, config.pages, config.words_per_page)
+    book_pages = paginate_sections(texts, budgets, config.words_per_page)
     progress.finish(f"{len(book_pages)} pages, {total} words")
     return book_pages, usage

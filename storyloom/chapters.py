@@ -2,13 +2,15 @@
 
 Pure functions: no I/O, no Prefect. The narration flow turns pages into chapters of
 about a minute and each chapter into chunks a speech provider accepts in one request.
+A chapter never crosses the start of a section, so a section's chapters depend on its
+own pages only and stay the same (and cached) when another section is edited.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 _DANDAS = "।॥"
@@ -89,8 +91,13 @@ def plan_chapters(
     seconds_per_char: float,
     target_seconds: float = 60.0,
     max_seconds: float = 75.0,
+    section_starts: Collection[int] = (),
 ) -> list[ChapterPlan]:
-    """Pack the pages' sentences, in order, into chapters of about target_seconds each."""
+    """Pack the pages' sentences, in order, into chapters of about target_seconds each.
+
+    A page whose number is in section_starts always begins a new chapter, and each
+    section's chapters are planned from its own pages alone.
+    """
     if seconds_per_char <= 0:
         raise ValueError(f"seconds_per_char must be positive, got {seconds_per_char}")
     if target_seconds <= 0 or max_seconds < target_seconds:
@@ -98,14 +105,44 @@ def plan_chapters(
             f"need 0 < target_seconds <= max_seconds, got {target_seconds} and {max_seconds}"
         )
     max_chars = _max_chars(seconds_per_char, max_seconds)
-    items: list[tuple[int, str]] = []
+    sections: list[list[tuple[int, str]]] = []
     for page, page_text in pages:
+        if not sections or page in section_starts:
+            sections.append([])
         for sentence in split_sentences(page_text):
             if len(sentence) * seconds_per_char > max_seconds:
-                items.extend((page, piece) for piece in _fit(sentence, max_chars))
+                sections[-1].extend((page, piece) for piece in _fit(sentence, max_chars))
             else:
-                items.append((page, sentence))
+                sections[-1].append((page, sentence))
+    groups = [
+        group
+        for items in sections
+        for group in _pack(items, seconds_per_char, target_seconds, max_seconds)
+    ]
 
+    chapters: list[ChapterPlan] = []
+    for position, group in enumerate(groups, start=1):
+        sentences = tuple(s for _, s in group)
+        text = " ".join(sentences)
+        chapters.append(
+            ChapterPlan(
+                position=position,
+                text=text,
+                first_page=group[0][0],
+                sentences=sentences,
+                estimated_seconds=len(text) * seconds_per_char,
+            )
+        )
+    return chapters
+
+
+def _pack(
+    items: list[tuple[int, str]],
+    seconds_per_char: float,
+    target_seconds: float,
+    max_seconds: float,
+) -> list[list[tuple[int, str]]]:
+    """Greedy packing of (page, sentence) items into chapters of about target_seconds."""
     groups: list[list[tuple[int, str]]] = []
     current: list[tuple[int, str]] = []
     length = 0  # characters of the current chapter's text, joining spaces included
@@ -122,27 +159,19 @@ def plan_chapters(
     if current:
         groups.append(current)
 
-    if len(groups) > 1:
-        tail, before = groups[-1], groups[-2]
-        if _chars(tail) * seconds_per_char < target_seconds / 3 and (
-            _chars(before + tail) * seconds_per_char <= max_seconds
-        ):
-            groups[-2:] = [before + tail]
-
-    chapters: list[ChapterPlan] = []
-    for position, group in enumerate(groups, start=1):
-        sentences = tuple(s for _, s in group)
-        text = " ".join(sentences)
-        chapters.append(
-            ChapterPlan(
-                position=position,
-                text=text,
-                first_page=group[0][0],
-                sentences=sentences,
-                estimated_seconds=len(text) * seconds_per_char,
+    if len(groups) > 1 and _chars(groups[-1]) * seconds_per_char < target_seconds / 3:
+        # A short last chapter joins the one before; if that would be too long, the two
+        # share the text evenly instead (a section's end is not a tail worth its own).
+        merged = groups[-2] + groups[-1]
+        if _chars(merged) * seconds_per_char <= max_seconds:
+            groups[-2:] = [merged]
+        else:
+            cut = min(
+                range(1, len(merged)),
+                key=lambda i: (max(_chars(merged[:i]), _chars(merged[i:])), i),
             )
-        )
-    return chapters
+            groups[-2:] = [merged[:cut], merged[cut:]]
+    return groups
 
 
 def chunk_text(text: str, max_chars: int) -> list[str]:

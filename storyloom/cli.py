@@ -150,8 +150,8 @@ def stories_show(
         console.print_json(json.dumps(payload, ensure_ascii=False))
         return
     console.print(f"[bold]{tale.title}[/bold] ({tale.kind} story, {tale.language}, id {tale.id})")
-    if latest is not None and latest.status == "failed":
-        console.print(f"[yellow]last run failed:[/yellow] {latest.error}")
+    if latest is not None and latest.status in ("failed", "cancelled"):
+        console.print(f"[yellow]last run {latest.status}:[/yellow] {latest.error}")
     if book is None:
         console.print("No book yet: run `storyloom generate " + story_id + "`.")
         return
@@ -180,10 +180,10 @@ def stories_show(
         console.print(pics)
     if book.usage:
         cost = Table("provider", "calls", "input tokens", "output tokens", "characters",
-                     title="Cost of this book")  # fmt: skip
+                     "reused (saved)", title="Cost of this book")  # fmt: skip
         for u in book.usage:
             cost.add_row(u.provider, str(u.calls), str(u.input_tokens), str(u.output_tokens),
-                         str(u.characters))  # fmt: skip
+                         str(u.characters), str(u.reused))  # fmt: skip
         console.print(cost)
     for language, chapters in book.chapters.items():
         table = Table("#", "title", "from page", "seconds", "url", title=f"Narration {language}")

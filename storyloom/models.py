@@ -218,10 +218,18 @@ class AudioChapter(_Strict):
 
 
 class Usage(_Strict):
-    """What one provider call cost: calls, tokens (text models), characters (speech)."""
+    """What one provider call cost: calls, tokens (text models), characters (speech).
+
+    A call answered from the cache costs nothing: it counts as `reused`, not in `calls`.
+    """
 
     provider: str
     calls: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
     characters: int = 0
+    reused: int = Field(0, description="calls answered from the cache: paid once, not again")
+
+    def as_reused(self) -> Usage:
+        """This call's usage when its result came from the cache: nothing spent."""
+        return Usage(provider=self.provider, calls=0, reused=self.calls + self.reused)

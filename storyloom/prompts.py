@@ -13,7 +13,7 @@ from storyloom.models import Audience, ImageStyle, Language, Tone
 from storyloom.providers.base import SectionBrief
 from storyloom.writing import count_words
 
-PROMPT_VERSION = "2026-12-01.1"
+PROMPT_VERSION = "2026-12-08.1"
 
 LANGUAGE_NAMES: dict[Language, str] = {
     "bn-IN": "Bengali",
@@ -95,62 +95,31 @@ def writer_system(brief: SectionBrief) -> str:
     )
 
 
-def outline_prompt(sections: list[SectionBrief]) -> str:
-    """Ask for a heading and 2-4 beats for each planned section, in order."""
-    first = sections[0]
-    lines = [
-        f'Plan the sections of the storybook "{first.title}". There are {len(sections)} '
-        "sections; keep them in the order given.",
-    ]
-    if first.premise:
-        lines.append(f"Premise of the whole story: {first.premise}")
-    for brief in sections:
-        lines += [
-            "",
-            f"Section {brief.position} of {brief.of} ({brief.key}), about "
-            f"{brief.target_words} words long:",
-            brief.material or "(no material: bridge the sections around it)",
-        ]
-    lines += [
-        "",
-        "For each section give a short heading (at most eight words) and 2 to 4 beats: "
-        "one sentence each, saying what the section covers, drawn from its material.",
-        'Answer as JSON: {"sections": [{"heading": "...", "beats": ["...", "..."]}, ...]} '
-        f"with exactly {len(sections)} sections.",
-    ]
-    return "\n".join(lines)
-
-
-def outline_schema(count: int) -> dict[str, Any]:
-    """The JSON schema of an outline answer with exactly `count` sections."""
-    section = {
-        "type": "object",
-        "properties": {
-            "heading": {"type": "string"},
-            "beats": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 4},
-        },
-        "required": ["heading", "beats"],
-        "propertyOrdering": ["heading", "beats"],
-    }
-    return {
-        "type": "object",
-        "properties": {
-            "sections": {"type": "array", "items": section, "minItems": count, "maxItems": count}
-        },
-        "required": ["sections"],
-    }
-
-
 def _context(brief: SectionBrief) -> list[str]:
-    """The lines that place a section in its book."""
+    """The lines that place a section in its book.
+
+    Only what stays put when another section is edited: the title, the premise, this
+    section's place and its neighbours' headings, never their material or text.
+    """
     lines = [
         f'Book: "{brief.title}". Section {brief.position} of {brief.of}: {brief.heading}.',
     ]
+    if brief.previous and brief.following:
+        lines.append(
+            f'It comes after the section "{brief.previous}" and before "{brief.following}".'
+        )
+    elif brief.following:
+        lines.append(f'It opens the book; the next section is "{brief.following}".')
+    elif brief.previous:
+        lines.append(f'It closes the book, after the section "{brief.previous}".')
     if brief.premise:
         lines.append(f"Premise of the whole story: {brief.premise}")
-    if brief.beats:
-        lines.append("This section covers, in order:")
-        lines += [f"- {beat}" for beat in brief.beats]
+    if brief.kind == "creative" and brief.of > 1:
+        # Each part is written on its own: its place in the arc keeps the parts apart.
+        lines.append(
+            "Tell only this part of the story: the first part sets up the characters and "
+            "their problem, the middle parts develop it, the last part resolves it."
+        )
     return lines
 
 
@@ -162,8 +131,8 @@ def section_prompt(brief: SectionBrief) -> str:
         "The teller's material for this section:",
         brief.material or "(none: bridge the sections before and after it gently)",
         "",
-        "Write this section as flowing prose in paragraphs, with no heading. Use every "
-        "fact the material gives and invent none.",
+        "Write this section as flowing prose in paragraphs, with no heading. Cover the "
+        "material in its order, use every fact it gives and invent none.",
         f"Write about {brief.target_words} words.",
     ]
     return "\n".join(lines)
@@ -214,48 +183,41 @@ def continue_prompt(words_left: int) -> str:
 
 
 def plan_system() -> str:
-    """The system instruction for planning illustrations."""
+    """The system instruction for planning an illustration."""
+    # One page at a time, so a page's prompt never changes when another page does; the
+    # book's first picture, sent with every later one, keeps the characters the same.
     return (
         "You are the art director of an illustrated storybook. You write prompts for an "
         "image model: each one a single vivid scene, concrete about who is in it, what "
-        "they are doing, where, the time of day and the mood. Describe recurring "
-        "characters the same way in every prompt (age, build, hair, clothes) so the "
-        "pictures agree. Write the prompts in English whatever the language of the book."
+        "they are doing, where, the time of day and the mood. Describe the people as "
+        "the text gives them (age, build, hair, clothes). Write the prompt in English "
+        "whatever the language of the book."
     )
 
 
-def plan_prompt(title: str, page_texts: list[str], style: ImageStyle) -> str:
-    """Ask for one image prompt per page text, in order."""
-    lines = [
-        f'The storybook "{title}" will have {len(page_texts)} illustrations, one for each '
-        "page text below, drawn in this style: "
-        f"{STYLE_WORDING[style]}.",
-    ]
-    for number, text in enumerate(page_texts, start=1):
-        lines += ["", f"Page text {number}:", text]
-    lines += [
-        "",
-        "For each page text write one image prompt of 40 to 80 words showing its most "
-        "telling moment. Do not ask for any text in the image.",
-        'Answer as JSON: {"prompts": ["...", ...]} with exactly '
-        f"{len(page_texts)} prompts, in page order.",
-    ]
-    return "\n".join(lines)
+def plan_prompt(title: str, page_text: str, style: ImageStyle) -> str:
+    """Ask for the image prompt of one page, from its text."""
+    return "\n".join(
+        [
+            f'A page of the storybook "{title}" will be illustrated in this style: '
+            f"{STYLE_WORDING[style]}.",
+            "",
+            "Page text:",
+            page_text,
+            "",
+            "Write one image prompt of 40 to 80 words showing the page's most telling "
+            "moment. Do not ask for any text in the image.",
+            'Answer as JSON: {"prompt": "..."}.',
+        ]
+    )
 
 
-def plan_schema(count: int) -> dict[str, Any]:
-    """The JSON schema of an illustration plan with exactly `count` prompts."""
+def plan_schema() -> dict[str, Any]:
+    """The JSON schema of an illustration plan: one prompt."""
     return {
         "type": "object",
-        "properties": {
-            "prompts": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": count,
-                "maxItems": count,
-            }
-        },
-        "required": ["prompts"],
+        "properties": {"prompt": {"type": "string"}},
+        "required": ["prompt"],
     }
 
 

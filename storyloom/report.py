@@ -75,11 +75,12 @@ def usage_markdown(usage: Sequence[Usage]) -> str:
     if not usage:
         return ""
     lines = [
-        "| Provider | Calls | Input tokens | Output tokens | Characters |",
-        "|---|---|---|---|---|",
+        "| Provider | Calls | Input tokens | Output tokens | Characters | Reused (saved) |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {u.provider} | {u.calls} | {u.input_tokens} | {u.output_tokens} | {u.characters} |"
+        f"| {u.provider} | {u.calls} | {u.input_tokens} | {u.output_tokens} | {u.characters} "
+        f"| {u.reused} |"
         for u in usage
     ]
     return "\n".join(lines)

@@ -1,8 +1,15 @@
-"""Word targets, section budgets, the length check and pagination.
+"""Section budgets in whole pages, the length check and pagination.
 
-Pure functions: no I/O, no Prefect. The story flow asks plan_sections how many words
-each section gets, checks what the writer sent back with length_ok, and cuts the
-finished text into exactly the requested pages with paginate.
+Pure functions: no I/O, no Prefect. The story flow asks plan_sections how many pages
+(and so words) each section gets, checks what the writer sent back with length_ok, and
+cuts each section's text into exactly its own pages with paginate_sections.
+
+Why whole pages: a section that starts on its own page and fills a fixed number of pages
+cannot move the pages of any other section, so editing one stage of a life story
+changes only that stage's pages, pictures and chapters, and a regeneration pays only
+for them. With more sections than pages (seven stages in four pages), consecutive
+sections are grouped so that every page starts a group: the sections of a group are
+still written one by one, each to its share of the page, and share only that page.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import groupby, pairwise
 
 from storyloom.chapters import sentence_spans
 from storyloom.models import Page
@@ -31,11 +38,18 @@ _WORD, _SENTENCE, _PARAGRAPH_END = 0, 1, 2
 
 @dataclass(frozen=True)
 class SectionBudget:
-    """One section of the book: its key, the teller's material for it, its word budget."""
+    """One section of the book: its key, the teller's material, its words and its pages.
+
+    The section starts on first_page; it fills `pages` pages, shared with the sections of
+    its group (the sections with the same first_page) when there are more sections than
+    pages.
+    """
 
     key: str
     material: str
     target_words: int
+    first_page: int
+    pages: int
 
 
 def _is_word(token: str) -> bool:
@@ -49,18 +63,30 @@ def count_words(text: str) -> int:
 
 
 def plan_sections(
-    kind: str, material: list[tuple[str, str]], total_words: int
+    kind: str, material: list[tuple[str, str]], pages: int, words_per_page: int
 ) -> list[SectionBudget]:
-    """Split total_words among the story's sections (life stages or creative parts)."""
-    if total_words < 1:
-        raise ValueError(f"total_words must be at least 1, got {total_words}")
+    """Give the story's sections (life stages or creative parts) whole pages, `pages` in all."""
+    if pages < 1:
+        raise ValueError(f"pages must be at least 1, got {pages}")
+    if words_per_page < 1:
+        raise ValueError(f"words_per_page must be at least 1, got {words_per_page}")
     if not material or not any(text.strip() for _, text in material):
         raise ValueError("the story has no material to write from")
     if kind == "life":
-        return _plan_life(material, total_words)
+        # Square root: a stage told in one line still gets room, a long one does not swamp.
+        weights = [math.sqrt(max(1, count_words(text))) for _, text in material]
+        return _lay_out(material, weights, pages, words_per_page)
     if kind == "creative":
-        return _plan_creative(material, total_words)
+        parts = _creative_parts(material, pages, words_per_page)
+        return _lay_out(parts, [1.0] * len(parts), pages, words_per_page)
     raise ValueError(f"unknown story kind {kind!r}: expected 'life' or 'creative'")
+
+
+def section_starts(
+    kind: str, material: list[tuple[str, str]], pages: int, words_per_page: int
+) -> frozenset[int]:
+    """The pages on which a section (or a group of sections sharing pages) starts."""
+    return frozenset(b.first_page for b in plan_sections(kind, material, pages, words_per_page))
 
 
 def length_gap(actual: int, target: int) -> float:
@@ -113,6 +139,29 @@ def paginate(text: str, pages: int, words_per_page: int) -> list[Page]:
     return result
 
 
+def paginate_sections(
+    texts: Sequence[str], budgets: Sequence[SectionBudget], words_per_page: int
+) -> list[Page]:
+    """Paginate each section (or group of sections) into exactly its own pages.
+
+    texts[i] is the written text of budgets[i]; the sections of a group are joined as
+    paragraphs. Pages are numbered through the book, so a section's pages never depend on
+    the length of another section's text.
+    """
+    if len(texts) != len(budgets):
+        raise ValueError(f"{len(texts)} texts for {len(budgets)} sections")
+    result: list[Page] = []
+    members = zip(budgets, texts, strict=True)
+    for (first_page, pages), group in groupby(members, key=lambda m: (m[0].first_page, m[0].pages)):
+        if first_page != len(result) + 1:
+            raise ValueError(f"a section starts on page {first_page}, not {len(result) + 1}")
+        text = "\n\n".join(t.strip() for _, t in group)
+        for page in paginate(text, pages, words_per_page):
+            number = first_page - 1 + page.number
+            result.append(Page(number=number, text=page.text, words=page.words))
+    return result
+
+
 def illustration_pages(pages: int, count: int) -> list[int]:
     """`count` distinct page numbers spread evenly over the book, starting at page 1."""
     if pages < 1:
@@ -122,22 +171,67 @@ def illustration_pages(pages: int, count: int) -> list[int]:
     return [1 + i * pages // count for i in range(count)]
 
 
-def _plan_life(material: list[tuple[str, str]], total_words: int) -> list[SectionBudget]:
-    # Square root: a stage told in one line still gets room, a long one does not swamp.
-    weights = [math.sqrt(max(1, count_words(text))) for _, text in material]
-    budgets = _apportion(weights, total_words)
-    return [
-        SectionBudget(key=key, material=text, target_words=budget)
-        for (key, text), budget in zip(material, budgets, strict=True)
-    ]
+def _lay_out(
+    sections: list[tuple[str, str]], weights: Sequence[float], pages: int, words_per_page: int
+) -> list[SectionBudget]:
+    """Whole pages per section by weight; with more sections than pages, one page per group."""
+    if len(sections) <= pages:
+        groups = [[i] for i in range(len(sections))]
+        sizes = _apportion(weights, pages)  # at least one page each, as pages >= sections
+    else:
+        groups = _group(weights, pages)
+        sizes = [1] * pages
+    if any(words_per_page < len(group) for group in groups):
+        raise ValueError(f"{words_per_page} words a page is too few to share between sections")
+    budgets: list[SectionBudget] = []
+    first_page = 1
+    for group, size in zip(groups, sizes, strict=True):
+        words = _apportion([weights[i] for i in group], size * words_per_page)
+        for i, target in zip(group, words, strict=True):
+            key, text = sections[i]
+            budgets.append(SectionBudget(key, text, target, first_page, size))
+        first_page += size
+    return budgets
 
 
-def _plan_creative(material: list[tuple[str, str]], total_words: int) -> list[SectionBudget]:
+def _group(weights: Sequence[float], groups: int) -> list[list[int]]:
+    """Consecutive sections in `groups` non-empty groups of weights as even as can be.
+
+    Dynamic programming over the cut points, minimising the sum of squared group weights;
+    there are at most a dozen sections, so the cubic cost is nothing.
+    """
+    n = len(weights)
+    prefix = [0.0]
+    for weight in weights:
+        prefix.append(prefix[-1] + weight)
+    cost = [[math.inf] * (n + 1) for _ in range(groups + 1)]
+    cut = [[0] * (n + 1) for _ in range(groups + 1)]
+    cost[0][0] = 0.0
+    for k in range(1, groups + 1):
+        for j in range(k, n - (groups - k) + 1):
+            for i in range(k - 1, j):
+                candidate = cost[k - 1][i] + (prefix[j] - prefix[i]) ** 2
+                if candidate < cost[k][j]:
+                    cost[k][j], cut[k][j] = candidate, i
+    bounds = [n]
+    for k in range(groups, 0, -1):
+        bounds.append(cut[k][bounds[-1]])
+    bounds.reverse()
+    return [list(range(a, b)) for a, b in pairwise(bounds)]
+
+
+def _creative_parts(
+    material: list[tuple[str, str]], pages: int, words_per_page: int
+) -> list[tuple[str, str]]:
+    """The creative story's parts: about WORDS_PER_CREATIVE_PART words each, at most one a
+    page, each with its slice of the content (or, with too little content, all of it)."""
     parts = dict(material)
     premise, content = parts.get("premise", "").strip(), parts.get("content", "").strip()
+    total_words = pages * words_per_page
     # Round half up: 1125 words make two parts, not banker's-rounded ones.
     n = min(
         MAX_CREATIVE_PARTS,
+        pages,
         max(1, (2 * total_words + WORDS_PER_CREATIVE_PART) // (2 * WORDS_PER_CREATIVE_PART)),
     )
     slices = _slice_content(content, n) if content else None
@@ -145,11 +239,7 @@ def _plan_creative(material: list[tuple[str, str]], total_words: int) -> list[Se
         # Too little content to share out: every part sees all of it, with the premise.
         shared = "\n\n".join(t for t in (premise, content) if t)
         slices = [shared] * n
-    budgets = _apportion([1.0] * n, total_words)
-    return [
-        SectionBudget(key=f"part-{i}", material=piece, target_words=budget)
-        for i, (piece, budget) in enumerate(zip(slices, budgets, strict=True), start=1)
-    ]
+    return [(f"part-{i}", piece) for i, piece in enumerate(slices, start=1)]
 
 
 def _slice_content(content: str, n: int) -> list[str] | None:
@@ -186,11 +276,16 @@ def _apportion(weights: Sequence[float], total: int) -> list[int]:
     by_remainder = sorted(range(len(weights)), key=lambda i: (shares[i] - quotas[i], i))
     for i in by_remainder[: total - sum(shares)]:
         shares[i] += 1
-    # A section with no words is no section: lend it one from the largest when possible.
+    # A section with nothing is no section: lend it one when possible, from the share
+    # furthest above its quota, so that a larger weight never ends up with less.
     if total >= len(shares):
         for i, share in enumerate(shares):
             if share == 0:
-                shares[shares.index(max(shares))] -= 1
+                donor = max(
+                    (j for j, s in enumerate(shares) if s > 1),
+                    key=lambda j: (shares[j] - quotas[j], -j),
+                )
+                shares[donor] -= 1
                 shares[i] = 1
     return shares
 

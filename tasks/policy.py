@@ -144,10 +144,10 @@ def _holder() -> ConcurrencyLeaseHolder | None:
     return ConcurrencyLeaseHolder(type="task_run", id=context.task_run.id) if context else None
 
 
-# Uploads are idempotent (deterministic public ids) and their results point at files
-# that can be deleted: they are reused only within one flow run (its retries), never
-# across runs, so a new run always puts its files back.
-UPLOAD_CACHE: CachePolicy = INPUTS + TASK_SOURCE + RUN_ID
+# Uploads: the public id names the bytes, so the bytes need not be hashed again for the
+# key. Cached only within one flow run (its retries): across runs the story database says
+# which files exist (a file a generation no longer uses may have been deleted since).
+UPLOAD_CACHE: CachePolicy = (INPUTS - "data") + TASK_SOURCE + RUN_ID
 
 
 def paid_call_options(cache_policy: CachePolicy = PAID_CACHE) -> dict[str, Any]:

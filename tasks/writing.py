@@ -1,4 +1,5 @@
-"""Tasks that write the book: the outline, each section, the length fix, the grammar pass."""
+"""Tasks that write the book: each section, the length fix, the grammar pass, and the
+illustration prompt of each page."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ from prefect import task
 
 from storyloom import services
 from storyloom.models import CreativeStory, GenerationConfig, ImageStyle, LifeStage, LifeStory
-from storyloom.providers.base import IllustrationPlan, Outline, SectionBrief, Written
-from storyloom.writing import plan_sections
+from storyloom.providers.base import IllustrationPlan, SectionBrief, Written
+from storyloom.writing import SectionBudget
 from tasks.policy import api_slot, honour_retry_after, paid_call_options
 
 PAID = paid_call_options()
 
 
 def section_briefs(
-    story: LifeStory | CreativeStory, config: GenerationConfig
+    story: LifeStory | CreativeStory, config: GenerationConfig, budgets: list[SectionBudget]
 ) -> list[SectionBrief]:
-    """Budget the book into sections (pure): one per life stage or creative part."""
-    budgets = plan_sections(story.kind, story.material(), config.total_words)
+    """One brief per planned section (pure): its own material, the book's fixed context."""
     premise = story.premise if isinstance(story, CreativeStory) else ""
+    headings = [_default_heading(budget.key) for budget in budgets]
     return [
         SectionBrief(
             story_id=story.id,
@@ -26,7 +27,7 @@ def section_briefs(
             kind=story.kind,
             language=story.language,
             key=budget.key,
-            heading=_default_heading(budget.key),
+            heading=headings[i - 1],
             material=budget.material,
             target_words=budget.target_words,
             tone=config.tone,
@@ -34,6 +35,8 @@ def section_briefs(
             position=i,
             of=len(budgets),
             premise=premise,
+            previous=headings[i - 2] if i > 1 else "",
+            following=headings[i] if i < len(budgets) else "",
         )
         for i, budget in enumerate(budgets, start=1)
     ]
@@ -43,14 +46,6 @@ def _default_heading(key: str) -> str:
     if key in LifeStage._value2member_map_:
         return LifeStage(key).label
     return key.replace("-", " ").capitalize()
-
-
-@task(name="outline", **PAID)
-def outline(briefs: list[SectionBrief], via: str) -> Outline:
-    """Give each section its heading and beats."""
-    writer = services.providers().writer
-    with honour_retry_after(), api_slot("text", writer.name):
-        return writer.outline(briefs)
 
 
 @task(name="write-section", **PAID)
@@ -77,11 +72,10 @@ def proofread(brief: SectionBrief, text: str, via: str) -> Written:
         return writer.proofread(brief, text)
 
 
-@task(name="plan-illustrations", **PAID)
-def plan_illustrations(
-    title: str, page_texts: list[str], style: ImageStyle, via: str
-) -> IllustrationPlan:
-    """One image prompt per illustrated page, in one call."""
+@task(name="plan-illustration", **PAID)
+def plan_illustration(title: str, page_text: str, style: ImageStyle, via: str) -> IllustrationPlan:
+    """The image prompt of one page: keyed by that page's text, so an edit elsewhere in the
+    book leaves it cached."""
     writer = services.providers().writer
     with honour_retry_after(), api_slot("text", writer.name):
-        return writer.plan_illustrations(title, page_texts, style)
+        return writer.plan_illustration(title, page_text, style)

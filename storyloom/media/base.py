@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -13,13 +14,23 @@ MediaKind = Literal["image", "audio"]
 _STORY_ID: TypeAdapter[str] = TypeAdapter(StoryId)
 
 
-def image_public_id(story_id: str, page_number: int) -> str:
-    """`stories/{id}/images/page-03`, the picture for page 3: a repeat overwrites it."""
-    return f"stories/{story_id}/images/page-{page_number:02d}"
+def content_tag(data: bytes) -> str:
+    """16 hex digits of the bytes' SHA-256: what makes a public id unique to its content."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
-def audio_public_id(story_id: str, language: Language, position: int) -> str:
-    return f"stories/{story_id}/audio/{language}/chapter-{position:02d}"
+def image_public_id(story_id: str, page_number: int, data: bytes) -> str:
+    """`stories/{id}/images/page-03-{hash}`: the picture for page 3, named by its bytes.
+
+    A file is never overwritten: a regeneration that draws page 3 anew stores a new
+    file beside the published one, and one that draws the same bytes shares it.
+    """
+    return f"stories/{story_id}/images/page-{page_number:02d}-{content_tag(data)}"
+
+
+def audio_public_id(story_id: str, language: Language, position: int, data: bytes) -> str:
+    """`stories/{id}/audio/{language}/chapter-02-{hash}`, named by its bytes as images are."""
+    return f"stories/{story_id}/audio/{language}/chapter-{position:02d}-{content_tag(data)}"
 
 
 def story_prefix(story_id: str) -> str:
@@ -48,6 +59,10 @@ class MediaStore(Protocol):
         self, public_id: str, data: bytes, *, kind: MediaKind, extension: str
     ) -> StoredMedia:
         """Store data under public_id, replacing what was there."""
+        ...
+
+    def delete(self, public_id: str, *, kind: MediaKind) -> bool:
+        """Delete one file; False when it was not there."""
         ...
 
     def delete_story(self, story_id: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import io
 import os
@@ -67,6 +68,14 @@ class LocalMediaStore:
             reason = error.strerror or type(error).__name__
             raise PermanentError(self.name, f"cannot write to {self.root}: {reason}") from None
         return f"folder {self.root} is writable"
+
+    def delete(self, public_id: str, *, kind: MediaKind) -> bool:
+        # The extension is not part of the public id: any file of that name goes.
+        path = self.path_for(public_id, "x")
+        found = [p for p in path.parent.glob(f"{glob.escape(path.stem)}.*") if p.is_file()]
+        for file in found:
+            file.unlink(missing_ok=True)
+        return bool(found)
 
     def delete_story(self, story_id: str) -> int:
         folder = self.root / story_prefix(story_id)  # refuses ids that would widen it

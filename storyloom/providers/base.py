@@ -15,7 +15,11 @@ from storyloom.models import Audience, ImageStyle, Language, Tone, Usage
 
 @dataclass(frozen=True)
 class SectionBrief:
-    """Everything a writer needs to write one section of the book."""
+    """Everything a writer needs to write one section of the book.
+
+    Nothing here changes when another section's material does (its neighbours appear
+    only by heading), so editing one section re-pays only that section's writing.
+    """
 
     story_id: str
     title: str
@@ -29,8 +33,9 @@ class SectionBrief:
     audience: Audience
     position: int  # 1-based
     of: int  # number of sections in the book
-    beats: tuple[str, ...] = ()  # what the outline says this section covers
     premise: str = ""  # creative stories: the premise every section must serve
+    previous: str = ""  # the heading of the section before ("" for the first)
+    following: str = ""  # the heading of the section after ("" for the last)
 
 
 @dataclass(frozen=True)
@@ -40,14 +45,8 @@ class Written:
 
 
 @dataclass(frozen=True)
-class Outline:
-    sections: list[SectionBrief]
-    usage: Usage
-
-
-@dataclass(frozen=True)
 class IllustrationPlan:
-    prompts: list[str]  # one per requested illustration, in order
+    prompt: str  # the scene to draw for one page
     usage: Usage
 
 
@@ -79,10 +78,6 @@ class Speech:
 class Writer(Protocol):
     name: str
 
-    def outline(self, sections: list[SectionBrief]) -> Outline:
-        """Give each planned section a heading and beats (the briefs come with budgets)."""
-        ...
-
     def write_section(self, brief: SectionBrief) -> Written:
         """Write one section of about brief.target_words words."""
         ...
@@ -95,10 +90,8 @@ class Writer(Protocol):
         """The grammar pass: fix grammar and punctuation, keep meaning and length."""
         ...
 
-    def plan_illustrations(
-        self, title: str, page_texts: list[str], style: ImageStyle
-    ) -> IllustrationPlan:
-        """One image prompt per given page text."""
+    def plan_illustration(self, title: str, page_text: str, style: ImageStyle) -> IllustrationPlan:
+        """The image prompt for one page, from that page's text alone."""
         ...
 
 
@@ -139,4 +132,7 @@ class Providers:
     illustrator: Illustrator
     speaker: Speaker
     translator: Translator
-    notes: dict[str, str] = field(default_factory=dict)  # role -> "offline" / "real: ..."
+    # role -> the provider's cache identity: its name and every setting that shapes its
+    # output (model, prompt version, voice, sample rate, image size). Every paid task
+    # takes it as an input, so changing one pays again for exactly what it affects.
+    notes: dict[str, str] = field(default_factory=dict)

@@ -8,7 +8,7 @@ delay the server asked for) or a PermanentError (not), never as an SDK exception
 Decisions worth knowing:
 - MAX_TOKENS on prose: ask once to continue the text where it stopped and join the two
   parts; if the continuation is cut off too, raise PermanentError rather than put a text
-  that stops mid-sentence into a book. MAX_TOKENS on JSON (outline, plan) or an image:
+  that stops mid-sentence into a book. MAX_TOKENS on JSON (a plan) or an image:
   PermanentError, as half a JSON document or image cannot be continued.
 - Safety: a blocked prompt, finishReason SAFETY / PROHIBITED_CONTENT / BLOCKLIST / SPII /
   IMAGE_SAFETY / IMAGE_PROHIBITED_CONTENT raise SafetyBlockError (permanent).
@@ -27,7 +27,6 @@ import io
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -43,7 +42,6 @@ from storyloom.models import ImageStyle, Usage
 from storyloom.providers.base import (
     IllustrationPlan,
     ImageRequest,
-    Outline,
     Picture,
     SectionBrief,
     Written,
@@ -294,17 +292,8 @@ def _client_secrets(client: genai.Client) -> tuple[str, ...]:
     return (key,) if isinstance(key, str) and key else ()
 
 
-class _SectionPlan(BaseModel):
-    heading: str
-    beats: list[str]
-
-
-class _OutlineAnswer(BaseModel):
-    sections: list[_SectionPlan]
-
-
 class _PlanAnswer(BaseModel):
-    prompts: list[str]
+    prompt: str
 
 
 # --------------------------------------------------------------------- writer
@@ -397,34 +386,6 @@ class GoogleWriter:
             raise TransientError(TEXT_PROVIDER, "Gemini answered with invalid JSON") from None
         return value, _usage(response, TEXT_PROVIDER)
 
-    def outline(self, sections: list[SectionBrief]) -> Outline:
-        """Give each planned section a heading and 2-4 beats, in one JSON call."""
-        if not sections:
-            return Outline(sections=[], usage=Usage(provider=TEXT_PROVIDER, calls=0))
-        value, usage = self._json(
-            prompts.writer_system(sections[0]),
-            prompts.outline_prompt(sections),
-            prompts.outline_schema(len(sections)),
-        )
-        try:
-            answer = _OutlineAnswer.model_validate(value)
-        except ValidationError:
-            raise TransientError(
-                TEXT_PROVIDER, "Gemini's outline does not fit its schema"
-            ) from None
-        if len(answer.sections) < len(sections):
-            raise TransientError(
-                TEXT_PROVIDER,
-                f"Gemini outlined {len(answer.sections)} sections of {len(sections)}",
-            )
-        planned = []
-        for brief, plan in zip(sections, answer.sections, strict=False):
-            beats = tuple(b.strip() for b in plan.beats if b.strip())[:4]
-            planned.append(
-                replace(brief, heading=plan.heading.strip() or brief.heading, beats=beats)
-            )
-        return Outline(sections=planned, usage=usage)
-
     def write_section(self, brief: SectionBrief) -> Written:
         """Write one section of about brief.target_words words."""
         return self._prose(
@@ -445,27 +406,21 @@ class GoogleWriter:
             count_words(text),
         )
 
-    def plan_illustrations(
-        self, title: str, page_texts: list[str], style: ImageStyle
-    ) -> IllustrationPlan:
-        """One image prompt per page text, in one JSON call."""
-        if not page_texts:
-            return IllustrationPlan(prompts=[], usage=Usage(provider=TEXT_PROVIDER, calls=0))
+    def plan_illustration(self, title: str, page_text: str, style: ImageStyle) -> IllustrationPlan:
+        """The image prompt for one page, in one JSON call."""
         value, usage = self._json(
             prompts.plan_system(),
-            prompts.plan_prompt(title, page_texts, style),
-            prompts.plan_schema(len(page_texts)),
+            prompts.plan_prompt(title, page_text, style),
+            prompts.plan_schema(),
         )
         try:
             answer = _PlanAnswer.model_validate(value)
         except ValidationError:
             raise TransientError(TEXT_PROVIDER, "Gemini's plan does not fit its schema") from None
-        found = [p.strip() for p in answer.prompts if p.strip()]
-        if len(found) < len(page_texts):
-            raise TransientError(
-                TEXT_PROVIDER, f"Gemini planned {len(found)} prompts of {len(page_texts)}"
-            )
-        return IllustrationPlan(prompts=found[: len(page_texts)], usage=usage)
+        prompt = answer.prompt.strip()
+        if not prompt:
+            raise TransientError(TEXT_PROVIDER, "Gemini planned an empty prompt")
+        return IllustrationPlan(prompt=prompt, usage=usage)
 
 
 # ---------------------------------------------------------------------- illustrator

@@ -18,18 +18,17 @@ import random
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import espeakng_loader
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from storyloom.audio import pcm16_to_wav
-from storyloom.models import Audience, ImageStyle, Language, LifeStage, Tone, Usage
+from storyloom.models import Audience, ImageStyle, Language, Tone, Usage
 from storyloom.providers.base import (
     IllustrationPlan,
     ImageRequest,
-    Outline,
     Picture,
     SectionBrief,
     Speech,
@@ -455,38 +454,6 @@ class OfflineWriter:
         """Nothing to reach: the writer is code in this process."""
         return "ready (deterministic, no network)"
 
-    def outline(self, sections: list[SectionBrief]) -> Outline:
-        """Give each brief a heading (stage label or "Part N") and 2-4 beats from its material."""
-        return Outline(
-            sections=[
-                replace(brief, heading=self._heading(brief), beats=self._beats(brief))
-                for brief in sections
-            ],
-            usage=_usage(),
-        )
-
-    @staticmethod
-    def _heading(brief: SectionBrief) -> str:
-        if brief.kind == "life":
-            try:
-                return LifeStage(brief.key).label
-            except ValueError:
-                pass
-        return f"Part {brief.position}"
-
-    @staticmethod
-    def _beats(brief: SectionBrief) -> tuple[str, ...]:
-        sentences = _sentences(brief.material) or _sentences(brief.premise) or [brief.title]
-        if len(sentences) == 1:
-            # One sentence still makes two beats: its first clause and the whole of it.
-            clause = re.split(r"[,;:—]", sentences[0], maxsplit=1)[0].strip()
-            if clause == sentences[0] or not clause:
-                clause = " ".join(sentences[0].split()[: max(1, _word_count(sentences[0]) // 2)])
-            sentences = [clause, sentences[0]]
-        count = min(4, len(sentences))
-        picks = sorted({round(i * (len(sentences) - 1) / (count - 1)) for i in range(count)})
-        return tuple(" ".join(sentences[i].split()[:25]) for i in picks)
-
     def write_section(self, brief: SectionBrief) -> Written:
         """Write exactly brief.target_words words from the material and connective sentences."""
         bank = _bank(brief.language)
@@ -622,17 +589,14 @@ class OfflineWriter:
             fixed[-1] = " ".join([fixed[-1], *extra])
         return Written("\n\n".join(fixed), _usage())
 
-    def plan_illustrations(
-        self, title: str, page_texts: list[str], style: ImageStyle
-    ) -> IllustrationPlan:
-        """One prompt per page: the page's key sentence, the book's title and the style."""
+    def plan_illustration(self, title: str, page_text: str, style: ImageStyle) -> IllustrationPlan:
+        """The page's prompt: its key sentence, the book's title and the style."""
         lead, look = _STYLE_WORDS[style]
-        prompts = [
-            f'{lead} for the storybook "{title}", page {number}: '
-            f"{_key_sentence(text) or title}. Style: {look}."
-            for number, text in enumerate(page_texts, start=1)
-        ]
-        return IllustrationPlan(prompts=prompts, usage=_usage())
+        prompt = (
+            f'{lead} for the storybook "{title}": '
+            f"{_key_sentence(page_text) or title}. Style: {look}."
+        )
+        return IllustrationPlan(prompt=prompt, usage=_usage())
 
 
 _STYLE_WORDS: dict[ImageStyle, tuple[str, str]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from storyloom import prompts
 from storyloom.providers.base import Illustrator, Providers, Speaker, Translator, Writer
 from storyloom.settings import Choice, Settings
 
@@ -34,6 +35,7 @@ def choose_providers(settings: Settings) -> Providers:
     speaker: Speaker = offline.OfflineSpeaker()
     translator: Translator = offline.OfflineTranslator()
 
+    image_identity = ""
     if use_text or use_image:
         from storyloom.providers import google
 
@@ -50,6 +52,8 @@ def choose_providers(settings: Settings) -> Providers:
             illustrator = google.GoogleIllustrator(
                 client, settings.gemini_image_model, image_size=settings.gemini_image_size
             )
+            image_identity = f" size={settings.gemini_image_size}"
+    speech_identity = ""
     if use_speech:
         from storyloom.providers import sarvam
 
@@ -62,6 +66,9 @@ def choose_providers(settings: Settings) -> Providers:
             model=settings.sarvam_tts_model,
             speaker=settings.sarvam_speaker,
             sample_rate=settings.sarvam_sample_rate,
+        )
+        speech_identity = (
+            f" speaker={speaker.speaker} pace={speaker.pace} rate={speaker.sample_rate}"
         )
         translator = sarvam.SarvamTranslator(
             http,
@@ -76,9 +83,9 @@ def choose_providers(settings: Settings) -> Providers:
         speaker=speaker,
         translator=translator,
         notes={
-            "text": writer.name,
-            "image": illustrator.name,
-            "speech": speaker.name,
+            "text": f"{writer.name} prompts={prompts.PROMPT_VERSION}",
+            "image": f"{illustrator.name}{image_identity}",
+            "speech": f"{speaker.name}{speech_identity}",
             "translation": translator.name,
         },
     )

@@ -17,7 +17,7 @@ from storyloom.models import (
     Usage,
 )
 
-GenerationStatus = Literal["running", "complete", "failed"]
+GenerationStatus = Literal["running", "complete", "failed", "cancelled"]
 Output = Literal["pages", "illustrations", "chapters"]
 
 
@@ -45,6 +45,7 @@ class GenerationInfo(_Record):
     status: GenerationStatus
     error: str | None
     flow_run_id: str | None
+    base_generation_id: str | None  # the book when it started; it publishes only over that
     prompt_version: str
     current: bool
     created_at: datetime

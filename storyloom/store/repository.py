@@ -8,7 +8,7 @@ book or all of the new one, never a mix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, cast
@@ -19,6 +19,7 @@ from sqlalchemy import Row, String, and_, delete, func, insert, literal, or_, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from storyloom.media.base import MediaKind, StoredMedia
 from storyloom.models import (
     STORY_ADAPTER,
     AudioChapter,
@@ -45,8 +46,10 @@ from storyloom.store.records import (
 from storyloom.store.tables import (
     AudioChapterRow,
     Base,
+    GenerationMediaRow,
     GenerationRow,
     IllustrationRow,
+    MediaRow,
     PageRow,
     StoryRow,
 )
@@ -79,6 +82,11 @@ class GenerationNotFoundError(StoreError):
 
 class GenerationStateError(StoreError):
     """The generation is not in a state that allows this (e.g. saving into a finished one)."""
+
+
+class GenerationConflictError(GenerationStateError):
+    """Another run published a book after this generation started from the one before it:
+    publishing this one would silently drop that run's work."""
 
 
 class StoryStore:
@@ -216,6 +224,7 @@ class StoryStore:
                     config=config.model_dump(mode="json"),
                     prompt_version=prompt_version,
                     flow_run_id=flow_run_id,
+                    base_generation_id=source,
                     error=None,
                     usage=[],
                     banner_url=None,
@@ -228,7 +237,13 @@ class StoryStore:
             for output in dict.fromkeys(copy_from_current):
                 assert source is not None  # checked above
                 _copy_outputs(session, output, source, generation_id)
+                _copy_media_links(session, output, source, generation_id)
         return generation_id
+
+    def adopt_generation(self, generation_id: str, flow_run_id: str) -> None:
+        """Hand a running generation to another flow run, which continues it."""
+        with self._write.begin() as session:
+            _running(session, generation_id).flow_run_id = flow_run_id
 
     def save_pages(self, generation_id: str, pages: list[Page]) -> None:
         """Replace the generation's pages."""
@@ -299,6 +314,14 @@ class StoryStore:
                     f"generation {generation_id} is {generation.status}: only a running one "
                     "can be published"
                 )
+            if story.current_generation_id != generation.base_generation_id:
+                raise GenerationConflictError(
+                    f"story {story_id!r} got a new book (generation "
+                    f"{story.current_generation_id}) while generation {generation_id} was "
+                    f"being made from {generation.base_generation_id or 'no book'}: nothing "
+                    "of this run is published, so that book is not silently undone. Run it "
+                    "again: unchanged work is reused, not paid for twice"
+                )
             pages = session.scalar(
                 select(func.count())
                 .select_from(PageRow)
@@ -341,18 +364,124 @@ class StoryStore:
             )
 
     def fail(self, generation_id: str, error: str) -> None:
-        """Mark a running generation failed; the story's current book stays as it was."""
+        """Mark a running generation failed; the story's current book stays as it was.
+
+        The generation lets go of its media: those no other generation uses are then
+        orphans, for delete_orphaned_media.
+        """
+        self._end(generation_id, "failed", error)
+
+    def cancel(self, generation_id: str, reason: str) -> None:
+        """Mark a running generation cancelled; like fail, the current book stays."""
+        self._end(generation_id, "cancelled", reason)
+
+    def _end(self, generation_id: str, status: GenerationStatus, error: str) -> None:
         with self._write.begin() as session:
             generation = _generation_row(session, generation_id, lock=True)
-            if generation.status == "failed":
-                return  # the first error is the one that explains it
+            if generation.status in ("failed", "cancelled"):
+                return  # the first ending is the one that explains it
             if generation.status != "running":
                 raise GenerationStateError(
-                    f"generation {generation_id} is {generation.status}: it cannot fail now"
+                    f"generation {generation_id} is {generation.status}: it cannot be "
+                    f"{status} now"
                 )
-            generation.status = "failed"
+            generation.status = status
             generation.error = truncate_error(error)
             generation.finished_at = _now()
+            session.execute(
+                delete(GenerationMediaRow).where(GenerationMediaRow.generation_id == generation_id)
+            )
+
+    # Media
+
+    def reuse_media(self, generation_id: str, public_id: str) -> StoredMedia | None:
+        """The stored file with this public id, now also used by the generation; None when
+        no such file is stored (then upload it and record_media)."""
+        with self._write.begin() as session:
+            _running(session, generation_id)
+            # Locked: an orphan sweep deleting this file waits, or has already gone.
+            row = session.scalars(
+                select(MediaRow).where(MediaRow.public_id == public_id).with_for_update()
+            ).one_or_none()
+            if row is None:
+                return None
+            _link(session, generation_id, public_id)
+            return StoredMedia(
+                public_id=row.public_id,
+                url=row.url,
+                version=row.version,
+                bytes=row.bytes,
+                thumbnail_url=row.thumbnail_url,
+            )
+
+    def record_media(self, generation_id: str, stored: StoredMedia, kind: MediaKind) -> None:
+        """Remember a file just uploaded for the generation.
+
+        The file is recorded even when the generation has ended meanwhile (a cancelled
+        run's last upload): then it is linked to nothing, the next orphan sweep deletes
+        it, and GenerationStateError is raised.
+        """
+        with self._write.begin() as session:
+            generation = _generation_row(session, generation_id, lock=True)
+            row = session.get(MediaRow, stored.public_id, with_for_update=True)
+            if row is None:
+                session.add(
+                    MediaRow(
+                        public_id=stored.public_id,
+                        story_id=generation.story_id,
+                        kind=kind,
+                        url=stored.url,
+                        thumbnail_url=stored.thumbnail_url,
+                        version=stored.version,
+                        bytes=stored.bytes,
+                        created_at=_now(),
+                    )
+                )
+                session.flush()
+            status = generation.status
+            if status == "running":
+                _link(session, generation_id, stored.public_id)
+        if status != "running":
+            raise GenerationStateError(
+                f"generation {generation_id} is {status}: {stored.public_id} was stored after "
+                "it ended and goes with the next sweep"
+            )
+
+    def media_of(self, generation_id: str) -> list[str]:
+        """The public ids of the files a generation uses, sorted."""
+        with self._read.begin() as session:
+            return sorted(
+                session.scalars(
+                    select(GenerationMediaRow.public_id).where(
+                        GenerationMediaRow.generation_id == generation_id
+                    )
+                )
+            )
+
+    def delete_orphaned_media(
+        self, story_id: str, delete_file: Callable[[str, MediaKind], object]
+    ) -> list[str]:
+        """Delete the story's files that no generation uses any more; returns their ids.
+
+        Each file is deleted with its row locked, so a run about to reuse it either finds
+        it linked first (and it stays) or finds it gone (and uploads it again). A file
+        whose deletion fails stays recorded, for the next sweep.
+        """
+        with self._read.begin() as session:
+            candidates = [row.public_id for row in session.scalars(_orphans(story_id))]
+        deleted: list[str] = []
+        for public_id in candidates:
+            with self._write.begin() as session:
+                row = session.scalars(
+                    _orphans(story_id).where(MediaRow.public_id == public_id).with_for_update()
+                ).one_or_none()
+                if row is None:
+                    continue  # a generation took it up meanwhile
+                kind: MediaKind = "audio" if row.kind == "audio" else "image"
+                delete_file(public_id, kind)
+                session.execute(delete(MediaRow).where(MediaRow.public_id == public_id))
+            deleted.append(public_id)
+        return deleted
 
     # Reading
 
@@ -519,6 +648,7 @@ def sum_usage(usages: Iterable[Usage]) -> list[Usage]:
                 input_tokens=seen.input_tokens + usage.input_tokens,
                 output_tokens=seen.output_tokens + usage.output_tokens,
                 characters=seen.characters + usage.characters,
+                reused=seen.reused + usage.reused,
             )
         )
     return [totals[name] for name in sorted(totals)]
@@ -669,6 +799,46 @@ def _copy_outputs(session: Session, output: Output, source: str, target: str) ->
     )
 
 
+_MEDIA_OF_OUTPUT: dict[Output, type[IllustrationRow] | type[AudioChapterRow]] = {
+    "illustrations": IllustrationRow,
+    "chapters": AudioChapterRow,
+}
+
+
+def _copy_media_links(session: Session, output: Output, source: str, target: str) -> None:
+    """The copied outputs' files are the new generation's too."""
+    table = _MEDIA_OF_OUTPUT.get(output)
+    if table is None:
+        return
+    used = select(table.public_id).where(table.generation_id == target)
+    session.execute(
+        insert(GenerationMediaRow).from_select(
+            ["generation_id", "public_id"],
+            select(literal(target, String), GenerationMediaRow.public_id)
+            .where(
+                GenerationMediaRow.generation_id == source,
+                GenerationMediaRow.public_id.in_(used),
+            )
+            .distinct(),
+        )
+    )
+
+
+def _link(session: Session, generation_id: str, public_id: str) -> None:
+    exists = session.get(GenerationMediaRow, (generation_id, public_id))
+    if exists is None:
+        session.add(GenerationMediaRow(generation_id=generation_id, public_id=public_id))
+        session.flush()
+
+
+def _orphans(story_id: str) -> Any:
+    """The story's media rows that no generation links to."""
+    linked = select(GenerationMediaRow.public_id).where(
+        GenerationMediaRow.public_id == MediaRow.public_id
+    )
+    return select(MediaRow).where(MediaRow.story_id == story_id, ~linked.exists())
+
+
 def _status(value: str) -> GenerationStatus:
     # The column's check constraint admits nothing else.
     return cast(GenerationStatus, value)
@@ -681,6 +851,7 @@ def _info(row: GenerationRow, current_id: str | None) -> GenerationInfo:
         status=_status(row.status),
         error=row.error,
         flow_run_id=row.flow_run_id,
+        base_generation_id=row.base_generation_id,
         prompt_version=row.prompt_version,
         current=row.id == current_id,
         created_at=row.created_at,

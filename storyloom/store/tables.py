@@ -88,7 +88,9 @@ class GenerationRow(Base):
 
     __tablename__ = "generations"
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'complete', 'failed')", name="status"),
+        CheckConstraint(
+            "status IN ('running', 'complete', 'failed', 'cancelled')", name="status"
+        ),
         # Newest generation of a story, and pruning by age.
         Index("ix_generations_story_id_created_at", "story_id", "created_at"),
     )
@@ -99,6 +101,9 @@ class GenerationRow(Base):
     config: Mapped[dict[str, Any]]
     prompt_version: Mapped[str] = mapped_column(String(64))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    # The story's book when this generation started: publishing succeeds only while it
+    # is still the book (compare and swap). No key: that generation may be pruned.
+    base_generation_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[list[dict[str, Any]]]
     banner_url: Mapped[str | None] = mapped_column(Text)
@@ -151,3 +156,34 @@ class AudioChapterRow(Base):
     public_id: Mapped[str] = mapped_column(String(255))
     url: Mapped[str] = mapped_column(Text)
     version: Mapped[str] = mapped_column(String(64))
+
+
+class MediaRow(Base):
+    """One stored file. Its public id holds a hash of its bytes, so a file is never
+    replaced: a new picture or chapter is a new file, and identical bytes are one file
+    that every generation using them shares."""
+
+    __tablename__ = "media"
+
+    public_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    story_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("stories.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(Text)
+    thumbnail_url: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class GenerationMediaRow(Base):
+    """Which generation uses which file: a file no generation uses any more is deleted."""
+
+    __tablename__ = "generation_media"
+
+    generation_id: Mapped[str] = _generation_fk()
+    public_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("media.public_id", ondelete="CASCADE"), primary_key=True,
+        index=True,
+    )

@@ -203,7 +203,7 @@ def test_a_missing_limit_fails_the_run_saying_to_run_setup(
     assert repr(missing) in message
     assert "`storyloom setup`" in message
     assert "STORYLOOM_API_LIMITS" in message
-    # Nothing went out unthrottled, and the run stopped at its first call (the outline).
+    # Nothing went out unthrottled, and the run stopped at its first call (a section).
     assert fakes.gemini.calls == []
     assert services.store().book(life_story.id) is None
     latest = services.store().latest_generation(life_story.id)

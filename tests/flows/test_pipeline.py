@@ -19,6 +19,8 @@ from storyloom import services
 from storyloom.audio import wav_duration
 from storyloom.models import CreativeStory, LifeStory
 from storyloom.settings import get_settings
+from tests.fakes.server import Fault
+from tests.fakes.stack import Fakes
 
 pytestmark = pytest.mark.flows
 
@@ -49,7 +51,9 @@ def test_life_story_end_to_end(life_story: LifeStory) -> None:
     for item in book.illustrations:
         path = local_path(item.url)
         folder = media / "stories" / life_story.id / "images"
-        assert path == folder / f"page-{item.page_number:02d}.png"
+        assert path.parent == folder
+        assert path.name == f"{item.public_id.rsplit('/', 1)[1]}.png"
+        assert path.name.startswith(f"page-{item.page_number:02d}-")
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert book.banner_url == book.illustrations[0].url
     assert book.thumbnail_url
@@ -111,10 +115,11 @@ def test_creative_story_without_images_or_narration(creative_story: CreativeStor
     assert result.narration is None
 
 
-def test_a_failed_image_is_skipped_and_the_next_is_the_banner(life_story: LifeStory) -> None:
-    # The media folder refuses page 1's file (a folder stands where it would go).
-    images = get_settings().media_dir / "stories" / life_story.id / "images"
-    (images / "page-01.png").mkdir(parents=True)
+def test_a_failed_image_is_skipped_and_the_next_is_the_banner(
+    life_story: LifeStory, fakes: Fakes
+) -> None:
+    # Cloudinary refuses page 1's upload (it is stored first, alone).
+    fakes.cloudinary.schedule(Fault(status=400, path_contains="/image/upload"))
 
     result = story(story_id=life_story.id, pages=4, narration_languages=[])
 

@@ -37,13 +37,14 @@ def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:
     assert len(book.pages) == 4
     assert all(250 * 0.85 <= p.words <= 250 * 1.15 for p in book.pages)
 
-    # Gemini: one outline, one call a section (7 stages), one proofread a section (the
-    # fake writes to length: no rewrites), one illustration plan, four images.
+    # Gemini: one call a section (7 stages, sharing the 4 pages in groups), one proofread
+    # a section (the fake writes to length: no rewrites), one illustration prompt a page,
+    # four images.
     text_calls = [c for c in fakes.gemini.calls if ":generateContent" in c.path]
     image_model = services.providers().illustrator
     images = [c for c in text_calls if image_model.name.split(":")[-1] in c.path]
     assert len(images) == 4
-    assert len(text_calls) - len(images) == 1 + 7 + 7 + 1
+    assert len(text_calls) - len(images) == 7 + 7 + 4
     assert all(c.headers["x-goog-api-key"] == "gemini-key" for c in fakes.gemini.calls)
 
     # Sarvam: English pages translated to Hindi page by page, then one TTS call per
@@ -57,10 +58,14 @@ def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:
     assert sum(c.text.count("[hi-IN]") for c in chapters) == 4
 
     # Cloudinary: every image and chapter uploaded once, under the story's folders.
+    # Each file is named by its page or chapter and its bytes' hash.
     assert sorted(fakes.cloudinary.public_ids("image")) == [
+        i.public_id for i in book.illustrations
+    ]
+    assert [pid.rsplit("-", 1)[0] for pid in sorted(fakes.cloudinary.public_ids("image"))] == [
         f"stories/{life_story.id}/images/page-0{n}" for n in range(1, 5)
     ]
-    assert sorted(fakes.cloudinary.public_ids("video")) == [
+    assert [pid.rsplit("-", 1)[0] for pid in sorted(fakes.cloudinary.public_ids("video"))] == [
         f"stories/{life_story.id}/audio/hi-IN/chapter-{n:02d}"
         for n in range(1, len(chapters) + 1)
     ]
@@ -71,7 +76,7 @@ def test_story_on_real_clients(life_story: LifeStory, fakes: Fakes) -> None:
 
     # Cost: calls and tokens per provider, recorded on the story.
     usage = {u.provider: u for u in book.usage}
-    assert usage["gemini-text"].calls == 16
+    assert usage["gemini-text"].calls == 18
     assert usage["gemini-text"].input_tokens > 0
     assert usage["gemini-text"].output_tokens > 0
     assert usage["gemini-image"].calls == 4

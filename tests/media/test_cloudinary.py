@@ -103,7 +103,7 @@ def test_image_upload_exact_public_id_and_options(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
     data = png()
-    stored = store.put(image_public_id("s1", 3), data, kind="image", extension="png")
+    stored = store.put("stories/s1/images/page-03", data, kind="image", extension="png")
 
     asset = state.asset("image", "stories/s1/images/page-03")
     assert asset is not None
@@ -126,7 +126,7 @@ def test_image_upload_exact_public_id_and_options(
 def test_image_urls_are_versioned_with_auto_format_and_a_thumbnail(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
-    stored = store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+    stored = store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
 
     v = stored.version
     pid = "stories/s1/images/page-01"
@@ -140,7 +140,7 @@ def test_audio_uploads_as_video_and_is_delivered_as_stored(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
     data = wav(seconds=1.5)
-    stored = store.put(audio_public_id("s1", "hi-IN", 1), data, kind="audio", extension="wav")
+    stored = store.put("stories/s1/audio/hi-IN/chapter-01", data, kind="audio", extension="wav")
 
     pid = "stories/s1/audio/hi-IN/chapter-01"
     assert state.public_ids("image") == []
@@ -159,7 +159,7 @@ def test_audio_uploads_as_video_and_is_delivered_as_stored(
 def test_overwrite_bumps_version_and_changes_every_url(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
-    pid = image_public_id("s1", 2)
+    pid = "stories/s1/images/page-02"
     first = store.put(pid, png(colour="red"), kind="image", extension="png")
     second = store.put(pid, png(colour="blue"), kind="image", extension="png")
 
@@ -175,8 +175,8 @@ def test_overwrite_bumps_version_and_changes_every_url(
 def test_folder_layout_matches_the_local_store(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
-    store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
-    store.put(audio_public_id("s1", "ta-IN", 2), wav(), kind="audio", extension="wav")
+    store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
+    store.put("stories/s1/audio/ta-IN/chapter-02", wav(), kind="audio", extension="wav")
 
     assert state.public_ids() == [
         "stories/s1/audio/ta-IN/chapter-02",
@@ -197,7 +197,7 @@ def test_odd_public_ids_are_refused_before_any_call(
 
 
 def test_delete_one_file(store: CloudinaryMediaStore, state: CloudinaryState) -> None:
-    pid = audio_public_id("s1", "hi-IN", 1)
+    pid = "stories/s1/audio/hi-IN/chapter-01"
     store.put(pid, wav(), kind="audio", extension="wav")
 
     assert store.delete(pid, kind="audio") is True
@@ -225,7 +225,7 @@ def test_wrong_secret_is_permanent_names_cloudinary_and_hides_the_secret(
     store = CloudinaryMediaStore.from_url(url_for(base_url, secret=wrong))
 
     with pytest.raises(PermanentError) as upload_failure:
-        store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+        store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
     with pytest.raises(PermanentError) as admin_failure:
         store.delete_story("s1")
 
@@ -246,7 +246,7 @@ def test_unknown_api_key_is_permanent(fake: tuple[str, CloudinaryState]) -> None
     )
 
     with pytest.raises(PermanentError, match="Unknown API key 999") as failure:
-        store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+        store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
     assert failure.value.status == 401
 
 
@@ -256,10 +256,10 @@ def test_signature_algorithm_must_match_the_account(fake: tuple[str, CloudinaryS
 
     with pytest.raises(PermanentError, match="Invalid Signature"):
         CloudinaryMediaStore.from_url(url_for(base_url)).put(
-            image_public_id("s1", 1), png(), kind="image", extension="png"
+            "stories/s1/images/page-01", png(), kind="image", extension="png"
         )
     stored = CloudinaryMediaStore.from_url(url_for(base_url) + "&signature_algorithm=sha256").put(
-        image_public_id("s1", 1), png(), kind="image", extension="png"
+        "stories/s1/images/page-01", png(), kind="image", extension="png"
     )
     assert stored.version
 
@@ -268,7 +268,7 @@ def test_stale_timestamp_is_permanent(store: CloudinaryMediaStore, state: Cloudi
     state.clock_skew = 2 * 3600  # the server's clock two hours ahead of ours
 
     with pytest.raises(PermanentError, match="Stale request") as failure:
-        store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+        store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
     assert failure.value.status == 400
 
 
@@ -280,9 +280,9 @@ def test_two_accounts_in_one_process_do_not_clash() -> None:
         a = CloudinaryMediaStore.from_url(f"cloudinary://111:secret-a@alpha?upload_prefix={url_a}")
         b = CloudinaryMediaStore.from_url(f"cloudinary://222:secret-b@beta?upload_prefix={url_b}")
         # Interleaved: a global config switched per call would send one to the other.
-        first_a = a.put(image_public_id("s1", 1), png(), kind="image", extension="png")
-        first_b = b.put(image_public_id("s2", 1), png(), kind="image", extension="png")
-        a.put(image_public_id("s1", 2), png(), kind="image", extension="png")
+        first_a = a.put("stories/s1/images/page-01", png(), kind="image", extension="png")
+        first_b = b.put("stories/s2/images/page-01", png(), kind="image", extension="png")
+        a.put("stories/s1/images/page-02", png(), kind="image", extension="png")
 
         assert state_a.public_ids() == ["stories/s1/images/page-01", "stories/s1/images/page-02"]
         assert state_b.public_ids() == ["stories/s2/images/page-01"]
@@ -308,7 +308,7 @@ def hostile_global_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_sdk_global_config_is_never_used(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
-    stored = store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+    stored = store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
 
     asset = state.asset("image", "stories/s1/images/page-01")
     assert asset is not None
@@ -325,10 +325,15 @@ def test_delete_story_loops_over_partial_pages_for_images_and_audio(
     store: CloudinaryMediaStore, state: CloudinaryState
 ) -> None:
     for page in range(1, 6):
-        store.put(image_public_id("s1", page), png(), kind="image", extension="png")
+        picture = png()
+        store.put(image_public_id("s1", page, picture), picture, kind="image", extension="png")
     for chapter in range(1, 4):
-        store.put(audio_public_id("s1", "hi-IN", chapter), wav(0.1), kind="audio", extension="wav")
-    store.put(image_public_id("s10", 1), png(), kind="image", extension="png")  # s1 is its prefix
+        speech = wav(0.1)
+        store.put(
+            audio_public_id("s1", "hi-IN", chapter, speech), speech, kind="audio", extension="wav"
+        )
+    # s1 is its prefix
+    store.put("stories/s10/images/page-01", png(), kind="image", extension="png")
     state.delete_page_size = 2
     state.calls.clear()
 
@@ -359,7 +364,7 @@ def test_delete_story_with_nothing_stored_is_not_an_error(
 def test_delete_story_refuses_ids_that_widen_the_prefix(
     store: CloudinaryMediaStore, state: CloudinaryState, story_id: str
 ) -> None:
-    store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+    store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
 
     with pytest.raises(ValueError, match="not a story id"):
         store.delete_story(story_id)
@@ -371,7 +376,7 @@ def test_delete_story_refuses_ids_that_widen_the_prefix(
 
 
 def upload_one(store: CloudinaryMediaStore) -> None:
-    store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+    store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
 
 
 def delete_s1(store: CloudinaryMediaStore) -> None:
@@ -437,7 +442,7 @@ def test_rate_limit_reset_is_read_against_the_injected_clock(
     state.schedule(Fault(status=429, retry_after=30, path_contains=UPLOAD))
 
     with pytest.raises(TransientError) as failure:
-        store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+        store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
     assert failure.value.retry_after is not None
     assert 128 <= failure.value.retry_after <= 131
 
@@ -463,7 +468,7 @@ def test_connection_refused_is_transient() -> None:
     store = CloudinaryMediaStore.from_url(url_for(f"http://127.0.0.1:{port}"))
 
     with pytest.raises(TransientError, match="could not reach Cloudinary") as upload_failure:
-        store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+        store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
     with pytest.raises(TransientError, match="could not reach Cloudinary"):
         store.delete_story("s1")
     assert SECRET not in messages(upload_failure.value)
@@ -477,12 +482,12 @@ def test_timeout_is_transient() -> None:
         state.schedule(Fault(status=None, delay=0.5, path_contains=UPLOAD))
 
         with pytest.raises(TransientError, match="did not answer in time"):
-            store.put(image_public_id("s1", 1), png(), kind="image", extension="png")
+            store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
 
 
 def test_invalid_image_is_permanent(store: CloudinaryMediaStore) -> None:
     with pytest.raises(PermanentError, match="Invalid image file") as failure:
-        store.put(image_public_id("s1", 1), b"not an image", kind="image", extension="png")
+        store.put("stories/s1/images/page-01", b"not an image", kind="image", extension="png")
     assert failure.value.status == 400
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storyloom.media.base import MediaStore, audio_public_id, image_public_id
+from storyloom.media.base import MediaStore
 from storyloom.media.local import LocalMediaStore
 
 
@@ -30,8 +30,8 @@ def test_is_a_media_store(store: LocalMediaStore) -> None:
 
 
 def test_layout_is_the_cloudinary_layout(store: LocalMediaStore, root: Path) -> None:
-    store.put(image_public_id("s1", 3), b"png", kind="image", extension="png")
-    store.put(audio_public_id("s1", "hi-IN", 1), b"wav", kind="audio", extension="wav")
+    store.put("stories/s1/images/page-03", b"png", kind="image", extension="png")
+    store.put("stories/s1/audio/hi-IN/chapter-01", b"wav", kind="audio", extension="wav")
 
     assert files_under(root) == [
         "stories/s1/audio/hi-IN/chapter-01.wav",
@@ -40,8 +40,8 @@ def test_layout_is_the_cloudinary_layout(store: LocalMediaStore, root: Path) -> 
 
 
 def test_put_answers_with_a_versioned_file_url(store: LocalMediaStore, root: Path) -> None:
-    image = store.put(image_public_id("s1", 1), b"picture", kind="image", extension="png")
-    audio = store.put(audio_public_id("s1", "ta-IN", 2), b"speech", kind="audio", extension="wav")
+    image = store.put("stories/s1/images/page-01", b"picture", kind="image", extension="png")
+    audio = store.put("stories/s1/audio/ta-IN/chapter-02", b"speech", kind="audio", extension="wav")
 
     path = root / "stories/s1/images/page-01.png"
     assert image.public_id == "stories/s1/images/page-01"
@@ -53,7 +53,7 @@ def test_put_answers_with_a_versioned_file_url(store: LocalMediaStore, root: Pat
 
 
 def test_version_follows_the_content(store: LocalMediaStore) -> None:
-    pid = image_public_id("s1", 1)
+    pid = "stories/s1/images/page-01"
     first = store.put(pid, b"one", kind="image", extension="png")
     same = store.put(pid, b"one", kind="image", extension="png")
     changed = store.put(pid, b"two", kind="image", extension="png")
@@ -66,7 +66,7 @@ def test_version_follows_the_content(store: LocalMediaStore) -> None:
 def test_a_write_replaces_the_file_instead_of_rewriting_it(
     store: LocalMediaStore, root: Path
 ) -> None:
-    pid = image_public_id("s1", 1)
+    pid = "stories/s1/images/page-01"
     store.put(pid, b"old picture", kind="image", extension="png")
     path = root / "stories/s1/images/page-01.png"
 
@@ -84,7 +84,7 @@ def test_a_failed_write_leaves_no_temp_file(store: LocalMediaStore, root: Path) 
     (root / "stories/s1/images/page-01.png").mkdir(parents=True)
 
     with pytest.raises(IsADirectoryError):
-        store.put(image_public_id("s1", 1), b"picture", kind="image", extension="png")
+        store.put("stories/s1/images/page-01", b"picture", kind="image", extension="png")
     assert files_under(root) == []
 
 
@@ -98,10 +98,10 @@ def test_a_public_id_cannot_escape_the_media_folder(
 
 
 def test_delete_story_removes_only_that_story(store: LocalMediaStore, root: Path) -> None:
-    store.put(image_public_id("s1", 1), b"a", kind="image", extension="png")
-    store.put(image_public_id("s1", 2), b"b", kind="image", extension="png")
-    store.put(audio_public_id("s1", "hi-IN", 1), b"c", kind="audio", extension="wav")
-    store.put(image_public_id("s10", 1), b"d", kind="image", extension="png")
+    store.put("stories/s1/images/page-01", b"a", kind="image", extension="png")
+    store.put("stories/s1/images/page-02", b"b", kind="image", extension="png")
+    store.put("stories/s1/audio/hi-IN/chapter-01", b"c", kind="audio", extension="wav")
+    store.put("stories/s10/images/page-01", b"d", kind="image", extension="png")
 
     assert store.delete_story("s1") == 3
 
@@ -117,8 +117,18 @@ def test_delete_story_of_nothing_is_zero(store: LocalMediaStore) -> None:
 def test_delete_story_refuses_ids_that_widen_the_delete(
     store: LocalMediaStore, root: Path, story_id: str
 ) -> None:
-    store.put(image_public_id("s1", 1), b"a", kind="image", extension="png")
+    store.put("stories/s1/images/page-01", b"a", kind="image", extension="png")
 
     with pytest.raises(ValueError, match="not a story id"):
         store.delete_story(story_id)
     assert files_under(root) == ["stories/s1/images/page-01.png"]
+
+
+def test_delete_one_file_leaves_its_neighbours(tmp_path: Path) -> None:
+    store = LocalMediaStore(tmp_path / "media")
+    store.put("stories/s1/images/page-01-aa", b"a", kind="image", extension="png")
+    store.put("stories/s1/images/page-01-bb", b"b", kind="image", extension="png")
+    assert store.delete("stories/s1/images/page-01-aa", kind="image") is True
+    assert store.delete("stories/s1/images/page-01-aa", kind="image") is False
+    left = sorted(p.name for p in (tmp_path / "media/stories/s1/images").iterdir())
+    assert left == ["page-01-bb.png"]

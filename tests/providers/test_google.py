@@ -117,13 +117,6 @@ def schema_of(config: dict[str, Any]) -> dict[str, Any]:
     return dict(config.get("responseSchema") or config.get("response_schema") or {})
 
 
-def items_bounds(schema: dict[str, Any]) -> tuple[int, int]:
-    """minItems and maxItems, which the SDK may send in either key case."""
-    low: Any = schema.get("minItems", schema.get("min_items"))
-    high: Any = schema.get("maxItems", schema.get("max_items"))
-    return int(low), int(high)
-
-
 # ------------------------------------------------------------------- success
 
 
@@ -134,40 +127,6 @@ def test_the_classes_satisfy_the_protocols(
     assert isinstance(illustrator, Illustrator)
     assert TEXT_MODEL in writer.name
     assert IMAGE_MODEL in illustrator.name
-
-
-def test_outline_gives_each_section_a_heading_and_beats(
-    writer: GoogleWriter, state: GeminiState
-) -> None:
-    planned = [brief(key=k, position=i, of=3) for i, k in enumerate(("a", "b", "c"), 1)]
-
-    outline = writer.outline(planned)
-
-    assert len(outline.sections) == 3
-    for before, after in zip(planned, outline.sections, strict=True):
-        assert after.heading
-        assert after.heading != "Childhood"
-        assert 2 <= len(after.beats) <= 4
-        assert (after.key, after.position, after.material) == (
-            before.key,
-            before.position,
-            before.material,
-        )
-    assert len(state.requests) == 1
-    assert (outline.usage.input_tokens, outline.usage.output_tokens) == tokens(state)
-    assert outline.usage.provider == "gemini-text"
-    assert outline.usage.calls == 1
-
-
-def test_outline_asks_for_json_with_exactly_one_entry_per_section(
-    writer: GoogleWriter, state: GeminiState
-) -> None:
-    writer.outline([brief(position=i, of=4) for i in range(1, 5)])
-
-    config = state.requests[0].generation_config
-    assert config["responseMimeType"] == "application/json"
-    sections = schema_of(config)["properties"]["sections"]
-    assert items_bounds(sections) == (4, 4)
 
 
 def test_write_section_gives_about_target_words_and_counts_tokens(
@@ -232,26 +191,20 @@ def test_proofread_keeps_the_length(writer: GoogleWriter, state: GeminiState) ->
     assert written.usage.calls == 1
 
 
-def test_plan_illustrations_gives_one_prompt_per_page(
+def test_plan_illustration_gives_one_prompt_for_the_page(
     writer: GoogleWriter, state: GeminiState
 ) -> None:
-    pages = ["The tea stall at dawn.", "The train to Bombay.", "The wedding."]
+    page = "The tea stall at dawn."
 
-    plan = writer.plan_illustrations("Asha's Life", pages, ImageStyle.MINIMALIST)
+    plan = writer.plan_illustration("Asha's Life", page, ImageStyle.MINIMALIST)
 
-    assert len(plan.prompts) == 3
-    assert all(plan.prompts)
+    assert plan.prompt
     (request,) = state.requests
-    assert all(page in request.prompt_text for page in pages)
+    assert page in request.prompt_text
+    assert "Asha's Life" in request.prompt_text
     assert request.generation_config["responseMimeType"] == "application/json"
-    assert items_bounds(schema_of(request.generation_config)["properties"]["prompts"]) == (3, 3)
+    assert schema_of(request.generation_config)["required"] == ["prompt"]
     assert (plan.usage.input_tokens, plan.usage.output_tokens) == tokens(state)
-
-
-def test_empty_inputs_cost_no_call(writer: GoogleWriter, state: GeminiState) -> None:
-    assert writer.outline([]).sections == []
-    assert writer.plan_illustrations("T", [], ImageStyle.ARTISTIC).prompts == []
-    assert state.requests == []
 
 
 def test_draw_returns_a_png_sized_by_the_aspect_ratio(
@@ -471,7 +424,7 @@ def test_finish_reason_safety_is_a_safety_block(writer: GoogleWriter, state: Gem
     state.finish_next("SAFETY")
 
     with pytest.raises(SafetyBlockError, match="SAFETY"):
-        writer.outline([brief()])
+        writer.plan_illustration("T", "a", ImageStyle.ARTISTIC)
 
     assert len(state.requests) == 1
 
@@ -542,7 +495,7 @@ def test_max_tokens_on_json_is_permanent_without_continuing(
     state.finish_next("MAX_TOKENS")
 
     with pytest.raises(PermanentError, match="JSON"):
-        writer.plan_illustrations("T", ["a", "b"], ImageStyle.ARTISTIC)
+        writer.plan_illustration("T", "a", ImageStyle.ARTISTIC)
 
     assert len(state.requests) == 1
 
@@ -556,14 +509,17 @@ def _text_answer(text: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("text", ["not json at all", '{"prompts": ["only one"]}', '{"wrong": []}'])
+@pytest.mark.parametrize(
+    "text",
+    ["not json at all", '{"prompts": ["the old shape"]}', '{"prompt": "  "}', '{"wrong": []}'],
+)
 def test_json_that_misses_the_schema_is_transient(
     writer: GoogleWriter, state: GeminiState, text: str
 ) -> None:
     state.schedule(Fault(status=200, body=_text_answer(text)))
 
     with pytest.raises(TransientError):
-        writer.plan_illustrations("T", ["a", "b"], ImageStyle.ARTISTIC)
+        writer.plan_illustration("T", "a", ImageStyle.ARTISTIC)
 
 
 # ------------------------------------------------------------ the error mapper
@@ -628,17 +584,23 @@ def test_the_creative_system_serves_the_premise() -> None:
     assert "never invent" not in system
 
 
-def test_the_section_prompt_carries_material_beats_and_length() -> None:
-    section = brief(
-        target_words=240, beats=("The tea stall.", "The flood."), premise="", heading="Rain"
-    )
+def test_the_section_prompt_carries_material_place_and_length() -> None:
+    section = brief(target_words=240, heading="Rain", previous="Origins", following="Youth")
     text = prompts.section_prompt(section)
 
     assert section.material in text
-    assert "- The tea stall.\n- The flood." in text
     assert "Rain" in text
     assert "Section 2 of 7" in text
+    assert 'after the section "Origins" and before "Youth"' in text
     assert ABOUT_WORDS.findall(text)[-1] == "240"  # the phrase the fake reads
+
+
+def test_the_first_and_last_sections_say_where_they_stand() -> None:
+    first = prompts.section_prompt(brief(position=1, following="Childhood"))
+    last = prompts.section_prompt(brief(position=7, previous="Work and purpose"))
+
+    assert 'opens the book; the next section is "Childhood"' in first
+    assert 'closes the book, after the section "Work and purpose"' in last
 
 
 def test_a_creative_section_prompt_carries_the_premise() -> None:
@@ -666,29 +628,13 @@ def test_the_continue_prompt_asks_for_the_rest() -> None:
     assert ABOUT_WORDS.findall(prompts.continue_prompt(-5))[-1] == "20"
 
 
-def test_the_outline_prompt_and_schema() -> None:
-    planned = [brief(key="origins", material="Born in Pune."), brief(key="youth", material="")]
-
-    text = prompts.outline_prompt(planned)
-    schema = prompts.outline_schema(2)
-
-    assert "Born in Pune." in text
-    assert "(youth)" in text
-    assert "exactly 2 sections" in text
-    sections = schema["properties"]["sections"]
-    assert (sections["minItems"], sections["maxItems"]) == (2, 2)
-    beats = sections["items"]["properties"]["beats"]
-    assert (beats["minItems"], beats["maxItems"]) == (2, 4)
-
-
 def test_the_plan_prompt_and_schema() -> None:
-    text = prompts.plan_prompt("T", ["first page", "second page"], ImageStyle.REALISTIC)
+    text = prompts.plan_prompt("T", "the page's text", ImageStyle.REALISTIC)
 
-    assert "first page" in text
-    assert "second page" in text
+    assert "the page's text" in text
     assert prompts.STYLE_WORDING[ImageStyle.REALISTIC] in text
-    assert prompts.plan_schema(2)["properties"]["prompts"]["minItems"] == 2
-    assert "same way" in prompts.plan_system()
+    assert prompts.plan_schema()["required"] == ["prompt"]
+    assert "English" in prompts.plan_system()
 
 
 def test_image_prompts_differ_by_style_and_reference() -> None:

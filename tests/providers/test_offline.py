@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw
 
 from storyloom.audio import wav_duration
-from storyloom.models import LANGUAGES, Audience, ImageStyle, Language, LifeStage, Tone
+from storyloom.models import LANGUAGES, Audience, ImageStyle, Language, Tone
 from storyloom.providers.base import (
     Illustrator,
     ImageRequest,
@@ -182,22 +182,6 @@ def test_memory_longer_than_the_target_still_fits() -> None:
     assert text.startswith("On day 0")
 
 
-def test_outline_gives_headings_and_beats_from_the_material() -> None:
-    sections = [
-        brief(key=stage.value, position=n, material=MEMORIES[n % 3])
-        for n, stage in enumerate(LifeStage, start=1)
-    ]
-    sections.append(brief(kind="creative", key="part-2", position=2, material="A kite talks."))
-    outline = OfflineWriter().outline(sections)
-    assert [s.heading for s in outline.sections[:7]] == [stage.label for stage in LifeStage]
-    assert outline.sections[7].heading == "Part 2"
-    for original, planned in zip(sections, outline.sections, strict=True):
-        assert 2 <= len(planned.beats) <= 4
-        assert all(beat and beat in original.material for beat in planned.beats)
-        assert replace(planned, heading="", beats=()) == original
-    assert outline.usage.provider == "offline"
-
-
 def test_adjust_length_trims_a_long_text_at_sentence_ends() -> None:
     writer = OfflineWriter()
     b = brief(target_words=200)
@@ -251,19 +235,22 @@ def test_proofread_keeps_the_length_and_leaves_indic_reduplication() -> None:
     assert writer.proofread(brief(), fixed).text == fixed  # a second pass changes nothing
 
 
-def test_plan_illustrations_gives_one_scene_prompt_per_page() -> None:
+def test_plan_illustration_gives_a_scene_prompt_from_the_page_alone() -> None:
     pages = [
         OfflineWriter().write_section(brief(position=1, target_words=120)).text,
         "मेरा जन्म नासिक में हुआ। पिताजी की कपड़े की दुकान थी।",
         "",
     ]
-    plan = OfflineWriter().plan_illustrations("A Life by the River", pages, ImageStyle.MINIMALIST)
-    assert len(plan.prompts) == 3
-    assert all("minimalist" in p and "A Life by the River" in p for p in plan.prompts)
-    assert "storyloom" not in plan.prompts[0]
-    assert any(s.rstrip(".") in plan.prompts[0] for s in memory_sentences(MEMORIES))
-    assert "पिताजी की कपड़े की दुकान थी" in plan.prompts[1]
-    assert plan.usage.provider == "offline"
+    writer = OfflineWriter()
+    plans = [
+        writer.plan_illustration("A Life by the River", p, ImageStyle.MINIMALIST) for p in pages
+    ]
+    prompts = [plan.prompt for plan in plans]
+    assert all("minimalist" in p and "A Life by the River" in p for p in prompts)
+    assert "storyloom" not in prompts[0]
+    assert any(s.rstrip(".") in prompts[0] for s in memory_sentences(MEMORIES))
+    assert "पिताजी की कपड़े की दुकान थी" in prompts[1]
+    assert all(plan.usage.provider == "offline" for plan in plans)
 
 
 # --- the illustrator -----------------------------------------------------------------

@@ -180,6 +180,14 @@ def test_short_last_chapter_stays_when_merging_would_pass_max() -> None:
     assert chapters[1].first_page == 2
 
 
+def test_short_last_chapter_that_cannot_merge_shares_the_text_evenly() -> None:
+    # 30 + 30 and a tail of 12: merged, 74 passes the max of 62; so 30 and 30 + 12.
+    pages = [(1, f"{sentence(30)} {sentence(30)}"), (2, sentence(12))]
+    chapters = plan_chapters(pages, 1.0, 60.0, 62.0)
+    assert [c.sentences for c in chapters] == [(sentence(30),), (sentence(30), sentence(12))]
+    assert [c.first_page for c in chapters] == [1, 1]
+
+
 def test_overlong_sentence_is_split_at_commas_under_max() -> None:
     clause = "word " * 9 + "word,"  # 50 characters
     long_sentence = " ".join([clause] * 4)[:-1] + "."
@@ -244,6 +252,65 @@ def test_chapter_properties(
         # the first sentence begins on first_page: its first characters are there
         page_text = " ".join(t for n, t in pages if n == chapter.first_page)
         assert stream(chapter.sentences[0])[:1] in stream(page_text)
+
+
+def test_a_section_start_begins_a_new_chapter() -> None:
+    pages = [(1, sentence(20)), (2, sentence(20)), (3, sentence(20))]
+    assert len(plan_chapters(pages, 1.0, 60.0, 75.0)) == 1
+
+    chapters = plan_chapters(pages, 1.0, 60.0, 75.0, section_starts={1, 2})
+
+    assert [c.sentences for c in chapters] == [(sentence(20),), (sentence(20), sentence(20))]
+    assert [(c.position, c.first_page) for c in chapters] == [(1, 1), (2, 2)]
+
+
+def test_a_short_section_end_is_not_merged_into_the_next_section() -> None:
+    pages = [(1, sentence(60)), (2, sentence(12))]
+    chapters = plan_chapters(pages, 1.0, 60.0, 75.0, section_starts={2})
+    assert [c.estimated_seconds for c in chapters] == [60.0, 12.0]
+
+
+def sections_of(pages: list[tuple[int, str]], starts: set[int]) -> list[list[tuple[int, str]]]:
+    runs: list[list[tuple[int, str]]] = []
+    for page in pages:
+        if not runs or page[0] in starts:
+            runs.append([])
+        runs[-1].append(page)
+    return runs
+
+
+@given(
+    st.lists(texts, min_size=1, max_size=8),
+    st.sets(st.integers(1, 8)),
+    st.integers(0, 7),
+    texts,
+    st.floats(0.01, 0.5),
+)
+@settings(max_examples=150, deadline=None)
+def test_chapters_stay_inside_their_section(
+    page_texts: list[str], starts: set[int], edited: int, new_text: str, spc: float
+) -> None:
+    pages = list(enumerate(page_texts, start=1))
+    runs = sections_of(pages, starts)
+    changed = list(pages)
+    changed[edited % len(pages)] = (edited % len(pages) + 1, new_text)
+
+    def per_section(book: list[tuple[int, str]]) -> list[list[str]]:
+        chapters = plan_chapters(book, spc, 20.0, 30.0, section_starts=starts)
+        found = []
+        for run in sections_of(book, starts):
+            numbers = {n for n, _ in run}
+            own = [c for c in chapters if c.first_page in numbers]
+            # A chapter never crosses a section start: the section's chapters hold exactly
+            # its pages' text.
+            assert stream("".join(c.text for c in own)) == stream("".join(t for _, t in run))
+            found.append([c.text for c in own])
+        return found
+
+    before, after = per_section(pages), per_section(changed)
+    for i, run in enumerate(runs):
+        if all(n != edited % len(pages) + 1 for n, _ in run):
+            assert before[i] == after[i]
 
 
 # ---------------------------------------------------------------- chunk_text

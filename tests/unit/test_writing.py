@@ -19,7 +19,9 @@ from storyloom.writing import (
     length_gap,
     length_ok,
     paginate,
+    paginate_sections,
     plan_sections,
+    section_starts,
 )
 
 VOCABULARY = ["alpha", "beta", "gamma", "घर", "गया", "बचपन", "அவன்", "போனான்", "বাড়ি", "42"]
@@ -84,7 +86,7 @@ def test_count_words_ignores_lone_marks(words: list[str], marks: list[str]) -> N
 # ---------------------------------------------------------------- plan_sections: life
 
 
-def test_life_sections_follow_the_stages_and_sum_exactly() -> None:
+def test_life_sections_follow_the_stages_and_fill_whole_pages() -> None:
     story = LifeStory.model_validate(
         {
             "id": "asha",
@@ -98,73 +100,120 @@ def test_life_sections_follow_the_stages_and_sum_exactly() -> None:
             },
         }
     )
-    budgets = plan_sections("life", story.material(), 2000)
+    budgets = plan_sections("life", story.material(), 8, 250)
     assert [b.key for b in budgets] == ["childhood", "legacy"]
     assert budgets[0].material == "A village by the river.\n\nMangoes in May."
-    assert sum(b.target_words for b in budgets) == 2000
+    assert [b.pages for b in budgets] == [4, 4]
+    assert [b.first_page for b in budgets] == [1, 5]
+    assert [b.target_words for b in budgets] == [1000, 1000]
 
 
-def test_life_budgets_grow_with_the_square_root_of_material() -> None:
+def test_life_pages_grow_with_the_square_root_of_material() -> None:
     material = [("origins", words_of(4)), ("childhood", words_of(400)), ("legacy", "")]
-    budgets = plan_sections("life", material, 2300)
-    # weights sqrt(4)=2, sqrt(400)=20, sqrt(max(1, 0))=1: shares 200, 2000, 100 exactly
+    budgets = plan_sections("life", material, 23, 100)
+    # weights sqrt(4)=2, sqrt(400)=20, sqrt(max(1, 0))=1: shares 2, 20 and 1 pages exactly
+    assert [b.pages for b in budgets] == [2, 20, 1]
+    assert [b.first_page for b in budgets] == [1, 3, 23]
     assert [b.target_words for b in budgets] == [200, 2000, 100]
 
 
 def test_life_largest_remainder_rounding() -> None:
     material = [("origins", "a"), ("childhood", "b"), ("youth", "c")]
-    budgets = plan_sections("life", material, 100)
-    assert [b.target_words for b in budgets] == [34, 33, 33]
+    budgets = plan_sections("life", material, 10, 50)
+    assert [b.pages for b in budgets] == [4, 3, 3]
 
 
-def test_thin_stage_always_gets_a_word_when_there_are_enough() -> None:
+def test_thin_stage_always_gets_a_page_when_there_are_enough() -> None:
     material = [("origins", "x")] + [(f"s{i}", words_of(10_000)) for i in range(6)]
-    budgets = plan_sections("life", material, 7)
-    assert [b.target_words for b in budgets] == [1] * 7
+    budgets = plan_sections("life", material, 7, 250)
+    assert [b.pages for b in budgets] == [1] * 7
+    assert [b.first_page for b in budgets] == list(range(1, 8))
+
+
+def test_more_stages_than_pages_share_pages_in_groups() -> None:
+    # Seven stages in three pages: consecutive stages share a page, every page starts one.
+    material = [(f"s{i}", words_of(n)) for i, n in enumerate([100, 100, 400, 100, 25, 25, 100])]
+    budgets = plan_sections("life", material, 3, 200)
+    # weights 10, 10, 20, 10, 5, 5, 10: groups of 20, 20 and 30 are the most even.
+    assert [b.first_page for b in budgets] == [1, 1, 2, 3, 3, 3, 3]
+    assert {b.pages for b in budgets} == {1}
+    assert [b.target_words for b in budgets] == [100, 100, 200, 67, 33, 33, 67]
 
 
 @given(
-    st.lists(st.integers(0, 5000), min_size=1, max_size=7).filter(any),
-    st.integers(700, 60_000),
+    st.lists(st.integers(0, 5000), min_size=1, max_size=12).filter(any),
+    st.integers(1, 200),
+    st.integers(50, 1000),
 )
-def test_life_budget_properties(sizes: list[int], total: int) -> None:
+@settings(max_examples=300, deadline=None)
+def test_whole_page_budgets(sizes: list[int], pages: int, wpp: int) -> None:
     material = [(f"stage{i}", words_of(n)) for i, n in enumerate(sizes)]
-    budgets = plan_sections("life", material, total)
-    assert sum(b.target_words for b in budgets) == total
-    assert all(b.target_words >= 1 for b in budgets)
-    weights = [math.sqrt(max(1, n)) for n in sizes]
-    for budget, weight in zip(budgets, weights, strict=True):
-        assert abs(budget.target_words - total * weight / sum(weights)) < 1
-    ordered = sorted(zip(sizes, (b.target_words for b in budgets), strict=True))
-    assert [b for _, b in ordered] == sorted(b for _, b in ordered)
+    budgets = plan_sections("life", material, pages, wpp)
+    assert [b.key for b in budgets] == [key for key, _ in material]
+    assert all(b.target_words >= 1 and b.pages >= 1 for b in budgets)
+    # The sections (or groups) tile the book: page 1 to `pages`, no gap, no overlap.
+    groups = sorted({(b.first_page, b.pages) for b in budgets})
+    assert groups[0][0] == 1
+    assert all(a + n == b for (a, n), (b, _) in itertools.pairwise(groups))
+    assert sum(n for _, n in groups) == pages
+    assert [b.first_page for b in budgets] == sorted(b.first_page for b in budgets)
+    for first_page, size in groups:
+        group = [b for b in budgets if b.first_page == first_page]
+        assert sum(b.target_words for b in group) == size * wpp
+    if len(sizes) <= pages:
+        # Each section starts on its own page, and longer material never gets fewer pages.
+        assert len(groups) == len(budgets)
+        weights = [max(1, n) for n in sizes]  # an empty stage weighs as one word
+        ordered = sorted(zip(weights, (b.pages for b in budgets), strict=True))
+        assert [n for _, n in ordered] == sorted(n for _, n in ordered)
+    else:
+        # More sections than pages: every page starts a group of one page.
+        assert len(groups) == pages
+        assert all(n == 1 for _, n in groups)
+
+
+def test_section_starts_are_the_first_pages() -> None:
+    material = [("origins", "x"), ("childhood", words_of(400)), ("legacy", "y")]
+    budgets = plan_sections("life", material, 10, 100)
+    assert section_starts("life", material, 10, 100) == {b.first_page for b in budgets}
+    assert section_starts("life", material, 10, 100) == {1, 2, 10}
 
 
 # ---------------------------------------------------------------- plan_sections: creative
 
 
 @pytest.mark.parametrize(
-    ("total", "parts"),
-    [(1, 1), (374, 1), (750, 1), (1124, 1), (1125, 2), (3000, 4), (8999, 12), (100_000, 12)],
+    ("pages", "wpp", "parts"),
+    [
+        (1, 250, 1),
+        (4, 250, 1),  # 1000 words
+        (5, 250, 2),  # 1250 words
+        (12, 250, 4),
+        (35, 250, 12),
+        (200, 1000, 12),
+        (2, 1000, 2),  # 2000 words would make 3 parts, but a part needs a page
+    ],
 )
-def test_creative_part_count(total: int, parts: int) -> None:
-    budgets = plan_sections("creative", [("premise", "A fox learns to fly.")], total)
+def test_creative_part_count(pages: int, wpp: int, parts: int) -> None:
+    budgets = plan_sections("creative", [("premise", "A fox learns to fly.")], pages, wpp)
     assert [b.key for b in budgets] == [f"part-{i}" for i in range(1, parts + 1)]
-    assert sum(b.target_words for b in budgets) == total
-    assert max(b.target_words for b in budgets) - min(b.target_words for b in budgets) <= 1
+    assert sum(b.pages for b in budgets) == pages
+    assert max(b.pages for b in budgets) - min(b.pages for b in budgets) <= 1
+    assert all(b.target_words == b.pages * wpp for b in budgets)
 
 
 def test_creative_without_content_gives_every_part_the_premise() -> None:
     story = CreativeStory(
         id="fox", kind="creative", title="Fox", language="en-IN", premise="A fox flies."
     )
-    budgets = plan_sections("creative", story.material(), 3000)
+    budgets = plan_sections("creative", story.material(), 12, 250)
     assert [b.material for b in budgets] == ["A fox flies."] * 4
 
 
 def test_creative_content_is_sliced_at_paragraphs() -> None:
     paragraphs = [" ".join(f"P{p}s{s} is here." for s in range(10)) for p in range(8)]
     content = "\n\n".join(paragraphs)
-    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 3000)
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 12, 250)
     assert [b.material for b in budgets] == [
         "\n\n".join(paragraphs[0:2]),
         "\n\n".join(paragraphs[2:4]),
@@ -172,11 +221,12 @@ def test_creative_content_is_sliced_at_paragraphs() -> None:
         "\n\n".join(paragraphs[6:8]),
     ]
     assert [b.target_words for b in budgets] == [750] * 4
+    assert [b.first_page for b in budgets] == [1, 4, 7, 10]
 
 
 def test_creative_content_in_one_paragraph_is_sliced_at_sentences() -> None:
     content = " ".join(f"Sentence number {i} is here." for i in range(8))
-    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 1500)
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 6, 250)
     assert [b.material for b in budgets] == [
         " ".join(f"Sentence number {i} is here." for i in range(4)),
         " ".join(f"Sentence number {i} is here." for i in range(4, 8)),
@@ -185,7 +235,7 @@ def test_creative_content_in_one_paragraph_is_sliced_at_sentences() -> None:
 
 def test_creative_content_too_short_to_split_is_shared_with_the_premise() -> None:
     budgets = plan_sections(
-        "creative", [("premise", "A fox flies."), ("content", "It was windy.")], 3000
+        "creative", [("premise", "A fox flies."), ("content", "It was windy.")], 12, 250
     )
     assert [b.material for b in budgets] == ["A fox flies.\n\nIt was windy."] * 4
 
@@ -193,10 +243,10 @@ def test_creative_content_too_short_to_split_is_shared_with_the_premise() -> Non
 @given(
     st.lists(st.integers(1, 40), min_size=1, max_size=60),
     st.integers(0, 2**32),
-    st.integers(1, 12_000),
+    st.integers(1, 48),
 )
 def test_creative_slices_cover_the_content_in_order(
-    sentence_words: list[int], seed: int, total: int
+    sentence_words: list[int], seed: int, pages: int
 ) -> None:
     rng = random.Random(seed)
     parts: list[str] = []
@@ -204,8 +254,8 @@ def test_creative_slices_cover_the_content_in_order(
         parts.append(" ".join(rng.choice(VOCABULARY) for _ in range(n)) + rng.choice([".", "।"]))
         parts.append(rng.choice([" ", " ", "\n\n"]))
     content = "".join(parts).strip()
-    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], total)
-    assert sum(b.target_words for b in budgets) == total
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], pages, 250)
+    assert sum(b.pages for b in budgets) == pages
     if len(sentence_words) >= len(budgets):
         assert " ".join(b.material for b in budgets).split() == content.split()
         assert all(b.material for b in budgets)
@@ -215,7 +265,7 @@ def test_creative_slices_cover_the_content_in_order(
 
 def test_creative_slices_are_balanced_by_words() -> None:
     content = " ".join(" ".join(["word"] * 9) + "." for _ in range(120))  # 1080 words
-    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 9000)
+    budgets = plan_sections("creative", [("premise", "Idea."), ("content", content)], 36, 250)
     sizes = [count_words(b.material) for b in budgets]
     assert len(sizes) == 12
     assert sum(sizes) == 1080
@@ -223,26 +273,96 @@ def test_creative_slices_are_balanced_by_words() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "material", "total", "message"),
+    ("kind", "material", "pages", "wpp", "message"),
     [
-        ("life", [("origins", "x")], 0, "total_words"),
-        ("life", [], 100, "no material"),
-        ("creative", [], 100, "no material"),
-        ("life", [("origins", "  ")], 100, "no material"),
-        ("poem", [("origins", "x")], 100, "unknown story kind"),
+        ("life", [("origins", "x")], 0, 250, "pages"),
+        ("life", [("origins", "x")], 4, 0, "words_per_page"),
+        ("life", [], 4, 250, "no material"),
+        ("creative", [], 4, 250, "no material"),
+        ("life", [("origins", "  ")], 4, 250, "no material"),
+        ("poem", [("origins", "x")], 4, 250, "unknown story kind"),
+        ("life", [(f"s{i}", "x") for i in range(7)], 1, 5, "too few"),
     ],
 )
 def test_plan_sections_rejects(
-    kind: str, material: list[tuple[str, str]], total: int, message: str
+    kind: str, material: list[tuple[str, str]], pages: int, wpp: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        plan_sections(kind, material, total)
+        plan_sections(kind, material, pages, wpp)
 
 
 def test_section_budget_is_frozen() -> None:
-    budget = SectionBudget(key="part-1", material="m", target_words=10)
+    budget = SectionBudget(key="part-1", material="m", target_words=10, first_page=1, pages=1)
     with pytest.raises(AttributeError):
         budget.target_words = 11  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- paginate_sections
+
+
+def written(budgets: list[SectionBudget], rng: random.Random, slack: float = 0.05) -> list[str]:
+    """A text for each section, within `slack` of its word target."""
+    texts = []
+    for b in budgets:
+        low, high = math.ceil(b.target_words * (1 - slack)), int(b.target_words * (1 + slack))
+        texts.append(book(rng, max(b.pages, rng.randint(low, max(low, high))), 0.08, 0.02))
+    return texts
+
+
+def test_sections_are_paginated_into_their_own_pages() -> None:
+    material = [("origins", words_of(4)), ("childhood", words_of(400)), ("legacy", "")]
+    budgets = plan_sections("life", material, 23, 100)
+    texts = [words_of(190, "a"), words_of(2100, "b"), words_of(95, "c")]
+    pages = paginate_sections(texts, budgets, 100)
+    assert [p.number for p in pages] == list(range(1, 24))
+    assert " ".join(p.text for p in pages[:2]).split() == texts[0].split()
+    assert " ".join(p.text for p in pages[2:22]).split() == texts[1].split()
+    assert pages[22].text == texts[2]
+
+
+def test_sections_sharing_a_page_are_joined_as_paragraphs() -> None:
+    material = [("origins", "a"), ("childhood", "b"), ("youth", words_of(9))]
+    budgets = plan_sections("life", material, 2, 60)
+    texts = [f"{words_of(30, 'a')}.", f"{words_of(30, 'b')}.", f"{words_of(60, 'c')}."]
+    pages = paginate_sections(texts, budgets, 60)
+    assert [b.first_page for b in budgets] == [1, 1, 2]
+    assert [p.text for p in pages] == [f"{texts[0]}\n\n{texts[1]}", texts[2]]
+
+
+def test_paginate_sections_rejects_texts_that_do_not_match() -> None:
+    budgets = plan_sections("life", [("origins", "a"), ("youth", "b")], 2, 60)
+    with pytest.raises(ValueError, match="1 texts for 2 sections"):
+        paginate_sections(["one"], budgets, 60)
+
+
+@given(
+    st.lists(st.integers(0, 3000), min_size=1, max_size=12).filter(any),
+    st.integers(1, 40),
+    st.integers(50, 300),
+    st.integers(0, 2**32),
+    st.data(),
+)
+@settings(max_examples=100, deadline=None)
+def test_editing_one_section_leaves_every_other_page_as_it_was(
+    sizes: list[int], pages: int, wpp: int, seed: int, data: st.DataObject
+) -> None:
+    material = [(f"stage{i}", words_of(n)) for i, n in enumerate(sizes)]
+    budgets = plan_sections("life", material, pages, wpp)
+    rng = random.Random(seed)
+    texts = written(budgets, rng)
+    edited = data.draw(st.integers(0, len(budgets) - 1))
+    changed = list(texts)
+    changed[edited] = written([budgets[edited]], rng, slack=0.15)[0]
+
+    before = paginate_sections(texts, budgets, wpp)
+    after = paginate_sections(changed, budgets, wpp)
+
+    assert len(before) == len(after) == pages
+    own = range(budgets[edited].first_page, budgets[edited].first_page + budgets[edited].pages)
+    for old, new in zip(before, after, strict=True):
+        if old.number not in own:
+            assert old == new
+    assert all(abs(p.words - wpp) <= 0.15 * wpp for p in before), [p.words for p in before]
 
 
 # ---------------------------------------------------------------- length check
