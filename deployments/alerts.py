@@ -164,16 +164,18 @@ _COMPARED = (
 
 
 def ensure_automation(
-    client: SyncPrefectClient, desired: AutomationCore, *, dry_run: bool
+    client: SyncPrefectClient, desired: AutomationCore, *, dry_run: bool, note: str | None = None
 ) -> SetupItem:
-    """Create the automation, or bring the one with its name up to date."""
+    """Create the automation, or bring the one with its name up to date.
+
+    `note` says what it does in the report (default: the alert's events and actions).
+    """
+    note = _describe(desired) if note is None else note
     existing = client.read_automations_by_name(desired.name)
     if not existing:
         if not dry_run:
             client.create_automation(desired)
-        return SetupItem(
-            kind="automation", name=desired.name, outcome=Outcome.CREATED, note=_describe(desired)
-        )
+        return SetupItem(kind="automation", name=desired.name, outcome=Outcome.CREATED, note=note)
 
     # Newest first; older copies (two setups racing, or made by hand) would alert twice.
     keep, *duplicates = existing
@@ -182,9 +184,7 @@ def ensure_automation(
     if duplicates:
         changes.append(f"{len(duplicates)} duplicate(s) removed")
     if not changes:
-        return SetupItem(
-            kind="automation", name=desired.name, outcome=Outcome.UNCHANGED, note=_describe(desired)
-        )
+        return SetupItem(kind="automation", name=desired.name, outcome=Outcome.UNCHANGED, note=note)
     if not dry_run:
         client.update_automation(keep.id, desired)
         for duplicate in duplicates:
@@ -194,7 +194,7 @@ def ensure_automation(
         name=desired.name,
         outcome=Outcome.UPDATED,
         changes=changes,
-        note=_describe(desired),
+        note=note,
     )
 
 

@@ -6,11 +6,11 @@ setup against a server, never to the flows themselves.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Self
 from urllib.parse import urlsplit
 
 from prefect.client.schemas.schedules import CronSchedule
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storyloom.limits import (
@@ -33,7 +33,13 @@ MAINTENANCE_POOL = "maintenance"
 
 
 AUTOMATION_NAME = "storyloom: run failed"
+# Crash handling (deployments/crashes.py): a run whose heartbeats stop is marked
+# Crashed, and a crashed generation run is put back in its pool.
+SILENT_RUN_AUTOMATION = "storyloom: silent run crashed"
+RERUN_AUTOMATION = "storyloom: crashed run rerun"
 NIGHTLY_DEPLOYMENT = "reprocess/nightly"
+# The flow-run setting that turns heartbeats on (alias PREFECT_RUNNER_HEARTBEAT_FREQUENCY).
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 
 
 class ApiLimit(NamedTuple):
@@ -83,6 +89,17 @@ class OpsSettings(BaseSettings):
     alert_webhook_block: str = Field("storyloom-alerts", pattern=r"^[a-z0-9-]+$")
     alert_notification_block: str | None = Field(None, pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
 
+    # Crash detection. Runs of setup's deployments send a heartbeat every
+    # heartbeat_seconds (Prefect's minimum is 30); one silent for crashed_after_seconds,
+    # neither beating nor in a state that stops the beat, is marked Crashed: about
+    # 60-95 s after its machine died with the defaults. A crashed story, illustrations
+    # or narration run is put back in its pool (same run, so it continues its
+    # generation) while it has started at most crash_reruns times (Prefect's run
+    # count: hand-backs count too); 0 turns reruns off.
+    heartbeat_seconds: int = Field(30, ge=30)
+    crashed_after_seconds: int = Field(90, ge=10)
+    crash_reruns: int = Field(3, ge=0, le=50)
+
     reprocess_cron: str = "0 2 * * *"
     reprocess_timezone: str = "Asia/Kolkata"
 
@@ -97,6 +114,16 @@ class OpsSettings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("alert_webhook_url must be an http(s) URL")
         return value
+
+    @model_validator(mode="after")
+    def _silence_spans_beats(self) -> Self:
+        # One late heartbeat must not crash a healthy run.
+        if self.crashed_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError(
+                "crashed_after_seconds must be at least twice heartbeat_seconds"
+                f" ({self.crashed_after_seconds} < 2 × {self.heartbeat_seconds})"
+            )
+        return self
 
     @field_validator("reprocess_timezone")
     @classmethod

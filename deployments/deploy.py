@@ -7,6 +7,7 @@ differs is written.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,16 @@ def desired_deployment(
     flow: Flow[..., Any],
     root: Path,
     schedules: list[CronSchedule] | None,
+    env: Mapping[str, str] | None = None,
 ) -> DesiredDeployment:
-    """What one prefect.yaml entry asks for, with the schema taken from the flow's signature."""
+    """What one prefect.yaml entry asks for, with the schema taken from the flow's signature.
+
+    `env` is added to the job variables' `env` (over prefect.yaml's): every worker type
+    passes it to the flow-run process.
+    """
+    job_variables = dict(entry.work_pool.job_variables)
+    if env:
+        job_variables["env"] = {**job_variables.get("env", {}), **env}
     return DesiredDeployment(
         flow_name=flow.name,
         name=entry.name,
@@ -85,7 +94,7 @@ def desired_deployment(
         work_queue_name=entry.work_pool.work_queue_name,
         description=entry.description or flow.description or "",
         parameters=entry.parameters,
-        job_variables=entry.work_pool.job_variables,
+        job_variables=job_variables,
         tags=entry.tags,
         pull_steps=pull_steps(project, entry, root),
         # The UI builds its run form from this schema and the server validates

@@ -1,7 +1,9 @@
 """`storyloom setup`: everything production needs on a Prefect server, idempotently.
 
 Work pools with their limits, two global concurrency limits per external API, the
-deployments of prefect.yaml, and an alert on failed runs. Each object is read first and
+deployments of prefect.yaml (their runs send heartbeats), an alert on failed runs, and
+crash handling: runs gone silent are marked Crashed and crashed generation runs rerun
+(deployments/crashes.py). Each object is read first and
 written only where it differs from what settings and prefect.yaml ask for, so a second
 run reports everything unchanged.
 """
@@ -25,7 +27,15 @@ from deployments.alerts import (
     notification_block_id,
     webhook_action,
 )
-from deployments.config import AUTOMATION_NAME, NIGHTLY_DEPLOYMENT, OpsSettings
+from deployments.config import (
+    AUTOMATION_NAME,
+    HEARTBEAT_ENV,
+    NIGHTLY_DEPLOYMENT,
+    RERUN_AUTOMATION,
+    SILENT_RUN_AUTOMATION,
+    OpsSettings,
+)
+from deployments.crashes import rerun_automation, silent_run_automation
 from deployments.deploy import (
     DesiredDeployment,
     desired_deployment,
@@ -67,6 +77,7 @@ def run_setup(
         for plan in planned:
             report.add(_deploy(client, plan, settings, dry_run=dry_run))
         _alerts(client, report, settings, dry_run=dry_run)
+        _crash_handling(client, report, planned, settings, dry_run=dry_run)
     return report
 
 
@@ -91,7 +102,9 @@ def _plan_deployments(
         flow = load_flow(root, entry)
         full_name = f"{flow.name}/{entry.name}"
         schedules = [settings.reprocess_schedule] if full_name == NIGHTLY_DEPLOYMENT else None
-        planned.append(desired_deployment(project, entry, flow, root, schedules))
+        # Heartbeats at the pace the silent-run automation expects, whatever worker runs it.
+        env = {HEARTBEAT_ENV: str(settings.heartbeat_seconds)}
+        planned.append(desired_deployment(project, entry, flow, root, schedules, env))
     return planned
 
 
@@ -163,6 +176,58 @@ def _alerts(
         )
         return
     report.add(ensure_automation(client, desired_automation(actions), dry_run=dry_run))
+
+
+def _crash_handling(
+    client: SyncPrefectClient,
+    report: SetupReport,
+    planned: list[DesiredDeployment | SetupItem],
+    settings: OpsSettings,
+    *,
+    dry_run: bool,
+) -> None:
+    """The two crash automations, scoped to the deployments setup manages."""
+    watched: list[UUID] = []
+    rerun: list[UUID] = []
+    for plan in planned:
+        if isinstance(plan, SetupItem):
+            continue
+        try:
+            found = client.read_deployment_by_name(plan.full_name).id
+        except ObjectNotFound:
+            continue  # a dry run that would create it, or a deployment that failed
+        watched.append(found)
+        # Reprocess is left Crashed: it submits story runs, and a rerun could repeat them.
+        if plan.full_name != NIGHTLY_DEPLOYMENT:
+            rerun.append(found)
+    if not watched and not dry_run:
+        for name in (SILENT_RUN_AUTOMATION, RERUN_AUTOMATION):
+            report.add(
+                SetupItem(
+                    kind="automation",
+                    name=name,
+                    outcome=Outcome.SKIPPED,
+                    note="no deployment to watch",
+                )
+            )
+        return
+    after = settings.crashed_after_seconds
+    silent = silent_run_automation(SILENT_RUN_AUTOMATION, watched, after)
+    note = (
+        f"{len(watched)} deployment(s), heartbeat every {settings.heartbeat_seconds} s:"
+        f" Crashed after {after} s of silence"
+    )
+    report.add(ensure_automation(client, silent, dry_run=dry_run, note=note))
+
+    reruns = settings.crash_reruns
+    again = rerun_automation(RERUN_AUTOMATION, rerun, reruns)
+    if reruns == 0:
+        # Kept, switched off: turning reruns back on is one setting away.
+        again = again.model_copy(update={"enabled": False})
+        note = "off (STORYLOOM_CRASH_RERUNS=0): crashed runs stay Crashed"
+    else:
+        note = f"{len(rerun)} deployment(s): Crashed → AwaitingRetry, up to {reruns} starts"
+    report.add(ensure_automation(client, again, dry_run=dry_run, note=note))
 
 
 def _pool_exists(client: SyncPrefectClient, name: str) -> bool:

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # deployments when `story` itself runs from a deployment.
     fanout: Literal["auto", "in-process", "deployments"] = "auto"
     child_poll_seconds: float = Field(2.0, gt=0)
+    # How long a child run may sit not yet started (Scheduled, Late, Pending) before the
+    # parent cancels its children and fails naming the pool that had no worker.
+    child_start_timeout_seconds: float = Field(3600.0, gt=0)
+    # Reading a child's state again after a transient Prefect API error (a dropped
+    # connection, a 5xx, a 429): this many times in a row, backing off from
+    # child_poll_seconds, doubling, to at most 30 s between tries.
+    child_read_retries: int = Field(6, ge=0, le=20)
 
     # Every call to an external API takes a slot of that API's Prefect global
     # concurrency limits (storyloom/limits.py). On for the workers of a server where

@@ -8,15 +8,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE, CachePolicy
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import ConcurrencyLeaseHolder, State, TaskRun
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder, State, StateType, TaskRun
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelling
 from prefect.tasks import Task, exponential_backoff
 from prefect.transactions import IsolationLevel
 
@@ -74,6 +84,11 @@ def honour_retry_after() -> Iterator[None]:
         raise
 
 
+# How long a slot of an API limit outlives a holder that stopped renewing it (a killed
+# worker). Renewed every SLOT_LEASE_SECONDS * 0.75 while the call runs.
+SLOT_LEASE_SECONDS = 60.0
+
+
 class ApiLimitMissing(AccountError):
     """STORYLOOM_API_LIMITS is on and a limit is not on the Prefect server. An account
     error: every call to that API would fail the same way, so a run stops at the first."""
@@ -88,9 +103,11 @@ def api_slot(role: Role, provider_name: str) -> Iterator[None]:
     starts right after it. Use it inside honour_retry_after(), so a Retry-After wait
     happens with the slot given back; Prefect's own waits between retries are outside
     the task body, so outside it too. Offline providers and local files take nothing.
+    Every call, limited or not, then checks that its run is not being cancelled.
     """
     api = api_for(role, provider_name) if get_settings().api_limits else None
     if api is None:
+        stop_if_cancelled(provider_name)
         yield
         return
     rate, in_flight = rate_limit_name(api), in_flight_limit(api)
@@ -104,6 +121,10 @@ def api_slot(role: Role, provider_name: str) -> Iterator[None]:
                     in_flight,
                     strict=True,
                     holder=_holder(),
+                    # The holder renews its lease while the call runs; one whose process
+                    # died gives its slot back when the lease runs out: within a minute,
+                    # not Prefect's default five.
+                    lease_duration=SLOT_LEASE_SECONDS,
                     # A lease renewal that fails (a Prefect API hiccup) must not kill a
                     # paid call halfway; the slot frees when its lease runs out.
                     raise_on_lease_renewal_failure=False,
@@ -111,7 +132,97 @@ def api_slot(role: Role, provider_name: str) -> Iterator[None]:
             ),
         )
         _acquire(rate, api, lambda: rate_limit(rate, strict=True))
+        # Checked last, after any wait for a slot: the call starts right after it.
+        stop_if_cancelled(provider_name)
         yield
+
+
+class RunCancelled(AccountError):
+    """The flow run making the call, or a run above it, is being cancelled: the call is
+    not made. An account error: every further call of the run would stop the same way,
+    so a batch stops at the first (flows re-raise AccountError) and nothing retries it."""
+
+
+CANCELLED = [StateType.CANCELLING, StateType.CANCELLED]
+
+
+@dataclass(frozen=True)
+class _Lineage:
+    run: UUID  # the flow run making the call
+    runs: tuple[UUID, ...]  # it and the runs above it (a child's parent, ...)
+    supervised: bool  # started from a deployment: a worker turns Cancelling into Cancelled
+
+
+_lineages_lock = threading.Lock()
+_lineages: dict[UUID, _Lineage] = {}
+
+
+def stop_if_cancelled(provider_name: str) -> None:
+    """Raise RunCancelled if the calling task's flow run, or a flow run above it, is
+    Cancelling or Cancelled; nothing without a task run context.
+
+    Cost: one small API read per paid call (a filter on a few run ids that answers with
+    nothing while no run is cancelled); the runs above this one are looked up once per
+    flow run and process. A call is worth far more than the read, and the check is what
+    stops the spending in the seconds (up to 30 when a task is stuck in a thread) that a
+    worker takes to kill a cancelled run's process.
+    """
+    context = TaskRunContext.get()
+    flow_run_id = context.task_run.flow_run_id if context else None
+    if flow_run_id is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            cancelled = _cancelled_run(client, flow_run_id)
+    except Exception as exc:
+        # A hiccup of the Prefect API must not fail a paid call that would succeed.
+        get_run_logger().warning("could not check whether the run is cancelled: %r", exc)
+        return
+    if cancelled is not None:
+        raise RunCancelled(provider_name, f"not called: {cancelled}")
+
+
+def _cancelled_run(client: SyncPrefectClient, flow_run_id: UUID) -> str | None:
+    """What is cancelled, said in a few words, or None."""
+    lineage = _lineage(client, flow_run_id)
+    hits = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=list(lineage.runs)),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=CANCELLED)),
+        ),
+        limit=len(lineage.runs),
+    )
+    if not hits:
+        return None
+    if any(run.id == lineage.run for run in hits):
+        return "this flow run is cancelled"
+    if lineage.supervised:
+        # A parent is cancelled and its hook has not reached this child yet: the child
+        # cancels itself, so it ends Cancelled (not Failed) and its worker stops it now
+        # rather than after the parent's process is gone.
+        client.set_flow_run_state(
+            lineage.run, Cancelling(message=f"its parent run {hits[0].name} was cancelled")
+        )
+    return f"the parent run {hits[0].name} is cancelled"
+
+
+def _lineage(client: SyncPrefectClient, flow_run_id: UUID) -> _Lineage:
+    if (known := _lineages.get(flow_run_id)) is not None:
+        return known
+    own = client.read_flow_run(flow_run_id)
+    runs, parent_task_run_id = [own.id], own.parent_task_run_id
+    while parent_task_run_id is not None and len(runs) < 8:
+        above = client.read_task_run(parent_task_run_id).flow_run_id
+        if above is None or above in runs:
+            break
+        runs.append(above)
+        parent_task_run_id = client.read_flow_run(above).parent_task_run_id
+    lineage = _Lineage(own.id, tuple(runs), own.deployment_id is not None)
+    with _lineages_lock:
+        if len(_lineages) > 1024:  # a long-lived process (the demo's) sees many runs
+            _lineages.clear()
+        _lineages[flow_run_id] = lineage
+    return lineage
 
 
 def _acquire(name: str, api: str, take: Callable[[], object]) -> None:

@@ -81,6 +81,9 @@ def test_settings_defaults_match_the_design() -> None:
     }
     assert (settings.reprocess_cron, settings.reprocess_timezone) == ("0 2 * * *", "Asia/Kolkata")
     assert settings.alert_webhook_url is None
+    # Heartbeats at Prefect's minimum; Crashed after three silent beats; three reruns.
+    assert (settings.heartbeat_seconds, settings.crashed_after_seconds) == (30, 90)
+    assert settings.crash_reruns == 3
 
 
 def test_settings_come_from_storyloom_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,6 +105,9 @@ def test_settings_come_from_storyloom_variables(monkeypatch: pytest.MonkeyPatch)
         ("STORYLOOM_SARVAM_IN_FLIGHT", "0"),
         ("STORYLOOM_CLOUDINARY_PER_SECOND", "0"),
         ("STORYLOOM_ALERT_NOTIFICATION_BLOCK", "just-a-name"),
+        ("STORYLOOM_HEARTBEAT_SECONDS", "10"),  # Prefect's minimum is 30
+        ("STORYLOOM_CRASHED_AFTER_SECONDS", "45"),  # under two heartbeats
+        ("STORYLOOM_CRASH_RERUNS", "-1"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(

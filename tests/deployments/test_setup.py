@@ -9,23 +9,26 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from uuid import UUID
 
 import pytest
 from prefect import flow
 from prefect.blocks.notifications import SlackWebhook
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.events.actions import CallWebhook, SendNotification
+from prefect.events.actions import CallWebhook, ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from pydantic import SecretStr
 
-from deployments.config import AUTOMATION_NAME
+from deployments.config import AUTOMATION_NAME, RERUN_AUTOMATION, SILENT_RUN_AUTOMATION
 from deployments.project import SET_WORKING_DIRECTORY
 from deployments.report import Outcome, SetupReport
 from deployments.setup import run_setup
@@ -233,6 +236,88 @@ def test_first_run_creates_the_alert_on_failed_runs(
     assert block.data["url"] == WEBHOOK
 
 
+def test_every_deployment_runs_with_heartbeats(
+    first_report: SetupReport, client: SyncPrefectClient
+) -> None:
+    # In the job variables, so every worker type hands it to the flow-run process.
+    for name in DEPLOYMENTS:
+        env = client.read_deployment_by_name(name).job_variables["env"]
+        assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+
+
+def test_first_run_creates_the_crash_automations_for_its_deployments(
+    first_report: SetupReport, client: SyncPrefectClient
+) -> None:
+    assert first_report.item("automation", SILENT_RUN_AUTOMATION).outcome is Outcome.CREATED
+    assert first_report.item("automation", RERUN_AUTOMATION).outcome is Outcome.CREATED
+    run_setup()  # tests above ran setup on projects of their own
+    ids = {name: client.read_deployment_by_name(name).id for name in DEPLOYMENTS}
+
+    (silent,) = client.read_automations_by_name(SILENT_RUN_AUTOMATION)
+    trigger = silent.trigger
+    assert isinstance(trigger, EventTrigger)
+    assert (trigger.posture, trigger.threshold) == (Posture.Proactive, 1)
+    assert trigger.within == timedelta(seconds=90)
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed"} <= trigger.expect
+    assert trigger.for_each == {"prefect.resource.id"}
+    assert _watched(trigger) == set(ids.values())
+    (crash,) = silent.actions
+    assert isinstance(crash, ChangeFlowRunState)
+    assert (crash.state, crash.force) == (StateType.CRASHED, False)
+
+    (rerun,) = client.read_automations_by_name(RERUN_AUTOMATION)
+    assert rerun.enabled
+    trigger = rerun.trigger
+    assert isinstance(trigger, EventTrigger)
+    assert trigger.expect == {"prefect.flow-run.Crashed"}
+    assert trigger.match["prefect.run-count"] == ["1", "2", "3"]
+    # Reprocess is not rerun: it would submit its story runs again.
+    assert _watched(trigger) == {ids[n] for n in DEPLOYMENTS if n != "reprocess/nightly"}
+    (again,) = rerun.actions
+    assert isinstance(again, ChangeFlowRunState)
+    assert (again.state, again.name) == (StateType.SCHEDULED, "AwaitingRetry")
+
+
+def _watched(trigger: EventTrigger) -> set[UUID]:
+    """The deployment ids a crash automation's trigger is scoped to."""
+    related = trigger.match_related
+    (spec,) = related if isinstance(related, list) else [related]
+    return {UUID(r.removeprefix("prefect.deployment.")) for r in spec["prefect.resource.id"]}
+
+
+@pytest.mark.usefixtures("first_report", "webhook_env")
+def test_crash_settings_update_the_automations(
+    monkeypatch: pytest.MonkeyPatch, client: SyncPrefectClient
+) -> None:
+    run_setup()
+    monkeypatch.setenv("STORYLOOM_CRASH_RERUNS", "0")
+    (item,) = run_setup().changed
+    assert (item.name, item.outcome) == (RERUN_AUTOMATION, Outcome.UPDATED)
+    (rerun,) = client.read_automations_by_name(RERUN_AUTOMATION)
+    assert not rerun.enabled
+
+    monkeypatch.delenv("STORYLOOM_CRASH_RERUNS")
+    monkeypatch.setenv("STORYLOOM_HEARTBEAT_SECONDS", "40")
+    monkeypatch.setenv("STORYLOOM_CRASHED_AFTER_SECONDS", "120")
+    changed = {(i.kind, i.name) for i in run_setup().changed}
+    assert changed == {("deployment", name) for name in DEPLOYMENTS} | {
+        ("automation", SILENT_RUN_AUTOMATION),
+        ("automation", RERUN_AUTOMATION),
+    }
+    env = client.read_deployment_by_name("story/generate").job_variables["env"]
+    assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "40"}
+
+    monkeypatch.setenv("STORYLOOM_CRASHED_AFTER_SECONDS", "60")
+    with pytest.raises(ValueError, match="at least twice heartbeat_seconds"):
+        run_setup()
+
+    monkeypatch.delenv("STORYLOOM_HEARTBEAT_SECONDS")
+    monkeypatch.delenv("STORYLOOM_CRASHED_AFTER_SECONDS")
+    assert len(run_setup().changed) == len(DEPLOYMENTS) + 1
+    assert run_setup().changed == []
+
+
 def test_the_webhook_url_is_shown_only_down_to_its_host(first_report: SetupReport) -> None:
     text = first_report.render() + first_report.model_dump_json()
     assert "http://127.0.0.1:9/" in text
@@ -245,7 +330,8 @@ def test_a_second_run_changes_nothing() -> None:
     report = run_setup()
     assert report.changed == []
     assert report.ok
-    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 2  # + block, alert
+    # + block, alert, and the two crash automations
+    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 4
     assert len(report.items) == expected
     assert {i.outcome for i in report.items} <= {Outcome.UNCHANGED, Outcome.SKIPPED}
 

@@ -84,6 +84,7 @@ def test_editing_one_stage_pays_only_for_that_stage(life_story: LifeStory, fakes
     text_model = _model(services.providers().writer.name)
     image_model = _model(services.providers().illustrator.name)
     paid = {
+        "upload": len(fakes.cloudinary.calls_to("/upload")),
         "text": len(fakes.gemini_calls(text_model)),
         "image": len(fakes.gemini_calls(image_model)),
         "speech": len(fakes.sarvam.calls_to("/text-to-speech")),
@@ -168,3 +169,19 @@ def test_editing_one_stage_pays_only_for_that_stage(life_story: LifeStory, fakes
     spoken = _sarvam(fakes.sarvam.calls_to("/text-to-speech")[paid["speech"] :], "text")
     assert expected
     assert sorted(spoken) == sorted(expected)
+
+    # Cloudinary: only the new pictures and chapters are uploaded; every other file of
+    # the book is the very file the previous book used (same public id and URL).
+    new_files = [i for i in after.illustrations if i.page_number in own] + [
+        c for c in chapters_after if c.first_page in own
+    ]
+    uploads = fakes.cloudinary.calls_to("/upload")[paid["upload"] :]
+    assert len(uploads) == len(new_files)
+    old_urls = {i.url for i in before.illustrations} | {c.url for c in chapters_before}
+    assert [i.url for i in after.illustrations if i.page_number not in own] == [
+        i.url for i in before.illustrations if i.page_number not in own
+    ]
+    assert [c.url for c in chapters_after if c.first_page not in own] == [
+        c.url for c in chapters_before if c.first_page not in own
+    ]
+    assert not {f.url for f in new_files} & old_urls

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -136,3 +136,39 @@ def flow_run_id(output: str) -> UUID:
         if "UUID:" in line:
             return UUID(line.split("UUID:")[1].strip())
     raise AssertionError(f"no flow run id in: {output}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (Linux /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree = [pid]
+    for parent in tree:
+        tree.extend(children.get(parent, []))
+    return tree
+
+
+def kill_like_a_dead_machine(process: subprocess.Popen[bytes]) -> list[int]:
+    """SIGKILL a worker and every process under it (its flow runs sit in sessions of
+    their own, out of its process group), as one: each is stopped first, so none of them
+    sees another die and reports anything. The pids killed."""
+    stopped: list[int] = []
+    while True:
+        found = [pid for pid in process_tree(process.pid) if pid not in stopped]
+        if not found:
+            break
+        for pid in found:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+    for pid in stopped:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    return stopped
