@@ -5,6 +5,10 @@ after SIGTERM. This worker is Prefect's ProcessWorker run from our own asyncio l
 
 - it polls the pool every second (STORYLOOM_WORKER_QUERY_SECONDS) and looks only a
   couple of seconds ahead (STORYLOOM_WORKER_PREFETCH_SECONDS);
+- it does not poll while a run it claimed is still becoming Pending: the pool's limit
+  counts Pending and Running runs, and Prefect's query skips a run whose state change
+  is in progress (row locked), so a poll that lands then finds that slot free and hands
+  out one more run (seen on a loaded server: two `images` runs with a limit of 1);
 - the flow runs it starts get STORYLOOM_API_LIMITS=true unless it is already set (in the
   worker's environment or the deployment's job variables), so their paid calls take the
   per-API concurrency slots `storyloom setup` created;
@@ -150,6 +154,7 @@ class StoryloomProcessWorker(ProcessWorker):
         self._accepting = True
         self._handing_back = False
         self._attempts: dict[UUID, _Attempt] = {}
+        self._claiming: set[UUID] = set()  # claimed, not Pending yet
         self.hand_back_failures: set[UUID] = set()
 
     @property
@@ -160,6 +165,27 @@ class StoryloomProcessWorker(ProcessWorker):
     def stop_accepting(self) -> None:
         """Take no run from the pool from now on (runs already claimed go on)."""
         self._accepting = False
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        # Not while a claimed run is becoming Pending: until that commits, the server
+        # counts its slot as free (see the module docstring).
+        if self._claiming:
+            return []
+        return await super().get_and_submit_flow_runs()
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        # Started (start_soon) by the poll that claimed the run, before the next poll.
+        self._claiming.add(flow_run.id)
+        try:
+            await super()._submit_run(flow_run)
+        finally:
+            self._claiming.discard(flow_run.id)
+
+    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
+        try:
+            return await super()._propose_pending_state(flow_run)
+        finally:
+            self._claiming.discard(flow_run.id)
 
     async def _submit_scheduled_flow_runs(
         self, flow_run_response: list[WorkerFlowRunResponse]

@@ -214,8 +214,9 @@ def _record(row: ReprocessRow, run: FlowRun) -> None:
 
 
 def _is_final(run: FlowRun) -> bool:
-    # Scheduled (late too), Pending, Running, Paused and Cancelling all hold or will take
-    # a slot of the story pool.
+    # Not final: Scheduled (late too), Pending, Running and Cancelling hold or will take
+    # a slot of the story pool; Paused (a parent waiting for its children) holds none but
+    # is not done either.
     return run.state is not None and run.state.is_final()
 
 

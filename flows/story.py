@@ -51,6 +51,9 @@ class StoryResult(BaseModel):
 @flow(
     name="story",
     description="Turn a story into a storybook: text, pictures, narration.",
+    # A parent that ends without publishing (failed, cancelled, crashed) stops its
+    # children: Prefect does not cascade to runs started with run_deployment.
+    on_failure=[cancel_children],
     on_cancellation=[cancel_children],
     on_crashed=[cancel_children],
 )
