@@ -197,3 +197,6 @@ def test_cancel_during_narration_stops_every_paid_call(production: Cluster) -> N
     assert media_of(production, published) == published_media
     assert latest is not None
     assert latest.status == "cancelled"
+    # What the cancelled run stored is deleted again: the story's files are the book's.
+    stored = {pid for _, pid in fakes.cloudinary.assets if pid.startswith(f"stories/{STORY}/")}
+    assert stored == set(published_media)
