@@ -19,7 +19,7 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, StateType
-from prefect.exceptions import ObjectNotFound, TerminationSignal
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from storyloom import services
@@ -187,7 +187,5 @@ def _run_state(run_id: str) -> State[Any] | None:
     try:
         with get_client(sync_client=True) as client:
             return client.read_flow_run(UUID(run_id)).state
-    except (ObjectNotFound, ValueError):
-        return None
-    except Exception:  # the API is unreachable: not a reason to decide anything
+    except Exception:  # no such run, or the API is unreachable: decide nothing
         return None

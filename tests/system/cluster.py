@@ -18,6 +18,8 @@ from uuid import UUID
 
 import httpx
 
+from storyloom.models import parse_story
+from storyloom.store.repository import StoryStore
 from tests import postgres
 from tests.fakes.stack import Fakes, running_fakes
 
@@ -172,3 +174,29 @@ def kill_like_a_dead_machine(process: subprocess.Popen[bytes]) -> list[int]:
             os.kill(pid, signal.SIGKILL)
     process.wait(timeout=10)
     return stopped
+
+
+SAMPLE = ROOT / "storyloom" / "samples" / "life-story.json"
+
+
+@contextmanager
+def working_cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """A cluster after `storyloom setup`, with one worker per pool."""
+    with cluster(tmp, extra_env) as running:
+        setup = running.run("storyloom", "setup")
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        for pool in POOLS:
+            running.start_worker(pool)
+        yield running
+
+
+def add_story(running: Cluster, story_id: str) -> None:
+    """The sample life story under its own id and title: paid work is cached by its
+    inputs, and the same story twice would cost (and call) nothing the second time."""
+    raw = (
+        SAMPLE.read_text()
+        .replace('"asha-verma"', f'"{story_id}"')
+        .replace("The Mango Tree at Number Nine", f"The Mango Tree ({story_id})")
+    )
+    with StoryStore.open(running.story_db) as store:
+        store.add_story(parse_story(raw), replace=True)

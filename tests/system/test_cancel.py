@@ -17,13 +17,16 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
-from storyloom.models import parse_story
 from storyloom.store.records import StoryBook
 from storyloom.store.repository import StoryStore
 from tests.fakes.server import Call, Fault
-from tests.system.cluster import POOLS, ROOT, Cluster, cluster, flow_run_id
+from tests.system.cluster import (
+    Cluster,
+    add_story,
+    flow_run_id,
+    working_cluster,
+)
 
-SAMPLE = ROOT / "storyloom" / "samples" / "life-story.json"
 STORY = "cancel-during-narration"
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 # A call that passed its check (one API read, right before the call) just before the
@@ -37,11 +40,7 @@ IMAGE_DELAY = 12.0  # the images child is still drawing when the cancel lands
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("cancel")) as running:
-        setup = running.run("storyloom", "setup")
-        assert setup.returncode == 0, setup.stdout + setup.stderr
-        for pool in POOLS:
-            running.start_worker(pool)
+    with working_cluster(tmp_path_factory.mktemp("cancel")) as running:
         yield running
 
 
@@ -125,9 +124,7 @@ def media_of(production: Cluster, book: StoryBook) -> dict[str, tuple[int, str]]
 
 @pytest.mark.timeout(900)
 def test_cancel_during_narration_stops_every_paid_call(production: Cluster) -> None:
-    raw = SAMPLE.read_text().replace('"asha-verma"', f'"{STORY}"')
-    with StoryStore.open(production.story_db) as store:
-        store.add_story(parse_story(raw), replace=True)
+    add_story(production, STORY)
 
     # A published book first.
     first = generate(production, "pages=4", "image_count=1", 'narration_languages=["hi-IN"]')

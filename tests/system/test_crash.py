@@ -21,22 +21,19 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.crashes import RERUN_MESSAGE, silent_message
-from storyloom.models import parse_story
 from storyloom.store.repository import StoryStore
 from tests.fakes.cloudinary import parse_multipart
 from tests.fakes.server import Call
 from tests.system.cluster import (
-    POOLS,
-    ROOT,
     Cluster,
-    cluster,
+    add_story,
     flow_run_id,
     kill_like_a_dead_machine,
+    working_cluster,
 )
 
 pytestmark = pytest.mark.timeout(900)
 
-SAMPLE = ROOT / "storyloom" / "samples" / "life-story.json"
 STORY = "killed-mid-story"
 CRASHED_AFTER = 90  # storyloom setup's default: Crashed after 90 s without a heartbeat
 HEARTBEAT = 30  # and runs beat every 30 s
@@ -51,11 +48,7 @@ FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.C
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("crash")) as running:
-        setup = running.run("storyloom", "setup")
-        assert setup.returncode == 0, setup.stdout + setup.stderr
-        for pool in POOLS:
-            running.start_worker(pool)
+    with working_cluster(tmp_path_factory.mktemp("crash")) as running:
         yield running
 
 
@@ -114,13 +107,7 @@ def public_id_of(call: Call) -> str:
 def test_a_run_killed_with_its_worker_is_crashed_rerun_and_completes(
     production: Cluster,
 ) -> None:
-    raw = (
-        SAMPLE.read_text()
-        .replace('"asha-verma"', f'"{STORY}"')
-        .replace("The Mango Tree at Number Nine", f"The Mango Tree ({STORY})")
-    )
-    with StoryStore.open(production.story_db) as store:
-        store.add_story(parse_story(raw), replace=True)
+    add_story(production, STORY)
     fakes = production.fakes
     for fake in fakes.all:
         fake.reset()

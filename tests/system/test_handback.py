@@ -26,16 +26,20 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from storyloom.models import parse_story
 from storyloom.store.repository import StoryStore
 from tests.fakes.cloudinary import parse_multipart
 from tests.fakes.server import Call, Fault
 from tests.fakes.stack import Fakes
-from tests.system.cluster import POOLS, ROOT, Cluster, cluster, flow_run_id
+from tests.system.cluster import (
+    POOLS,
+    Cluster,
+    add_story,
+    flow_run_id,
+    working_cluster,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
-SAMPLE = ROOT / "storyloom" / "samples" / "life-story.json"
 # Two stories with the same material and config: one run clean, one run through the
 # hand-backs. Titles of their own (and of one length), so neither reuses the other's
 # cached calls.
@@ -58,22 +62,9 @@ SETTLE_SECONDS = 0.5
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("handback"), RATES_ENV) as running:
-        setup = running.run("storyloom", "setup")
-        assert setup.returncode == 0, setup.stdout + setup.stderr
-        for pool in POOLS:
-            running.start_worker(pool)
+    with working_cluster(tmp_path_factory.mktemp("handback"), RATES_ENV) as running:
         yield running
 
-
-def add_story(production: Cluster, story_id: str) -> None:
-    raw = (
-        SAMPLE.read_text()
-        .replace('"asha-verma"', f'"{story_id}"')
-        .replace("The Mango Tree at Number Nine", f"The Mango Tree ({story_id})")
-    )
-    with StoryStore.open(production.story_db) as store:
-        store.add_story(parse_story(raw), replace=True)
 
 
 def generate(production: Cluster, story_id: str) -> UUID:

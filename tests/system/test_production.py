@@ -8,7 +8,6 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -18,12 +17,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from storyloom.models import parse_story
 from storyloom.store.repository import StoryStore
 from tests.fakes.stack import peak_in_flight, peak_overlap
-from tests.system.cluster import POOLS, Cluster, cluster, flow_run_id
+from tests.system.cluster import POOLS, Cluster, add_story, flow_run_id, working_cluster
 
-SAMPLE = Path(__file__).parents[2] / "storyloom" / "samples" / "life-story.json"
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 # What a work pool counts against its limit (Prefect 3.9: get-runs-from-worker-queues).
 HOLDS_A_SLOT = {StateType.PENDING, StateType.RUNNING}
@@ -45,24 +42,9 @@ LIMITS_ENV = {
 
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with cluster(tmp_path_factory.mktemp("cluster"), LIMITS_ENV) as running:
-        first = running.run("storyloom", "setup")
-        assert first.returncode == 0, first.stdout + first.stderr
-        for pool in POOLS:
-            running.start_worker(pool)
+    with working_cluster(tmp_path_factory.mktemp("cluster"), LIMITS_ENV) as running:
         yield running
 
-
-def add_story(production: Cluster, story_id: str) -> None:
-    # A title of its own: paid work is cached by its inputs, and the same story twice
-    # would cost (and call) nothing the second time.
-    raw = (
-        SAMPLE.read_text()
-        .replace('"asha-verma"', f'"{story_id}"')
-        .replace("The Mango Tree at Number Nine", f"The Mango Tree ({story_id})")
-    )
-    with StoryStore.open(production.story_db) as store:
-        store.add_story(parse_story(raw), replace=True)
 
 
 def read_runs(production: Cluster, **filters: Any) -> list[FlowRun]:
