@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/storyloom demo
 
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

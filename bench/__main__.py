@@ -11,6 +11,7 @@ import tracemalloc
 from collections.abc import Callable
 from functools import partial
 
+from bench import writing
 from storyloom.audio import wav_duration
 from storyloom.chapters import plan_chapters, split_sentences
 from storyloom.models import Audience, ImageStyle, Tone
@@ -80,3 +81,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    print()
+    writing.main()

@@ -32,6 +32,7 @@ from storyloom.models import (
     LifeStory,
     Page,
     Usage,
+    WritingReport,
 )
 from storyloom.prompts import PROMPT_VERSION
 from storyloom.store.records import GenerationInfo
@@ -66,6 +67,9 @@ class Generation:
 
     def add_usage(self, usage: list[Usage]) -> None:
         services.store().add_usage(self.id, usage)
+
+    def save_writing(self, report: WritingReport) -> None:
+        services.store().save_writing(self.id, report)
 
 
 @contextmanager

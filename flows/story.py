@@ -7,8 +7,11 @@ UI shows a form with every field.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
 from flows.fanout import cancel_children, run_children, submit_many
@@ -17,10 +20,12 @@ from flows.narration import NarrationResult, narration
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from flows.spending import paid
-from storyloom import report, services
+from storyloom import facts, report, services
+from storyloom.composing import Call, SectionWriting, book_report, write_all
 from storyloom.media.local import preview_src
 from storyloom.models import (
     Audience,
+    CreativeStory,
     GenerationConfig,
     ImageStyle,
     Language,
@@ -29,13 +34,11 @@ from storyloom.models import (
     Tone,
     Usage,
 )
-from storyloom.writing import count_words, length_ok, paginate_sections, plan_sections
-from tasks.writing import fit_length, proofread, section_briefs, write_section
+from storyloom.providers.base import Written
+from storyloom.writing import paginate_sections, plan_sections
+from tasks.writing import proofread, revise_section, section_briefs, write_section
 
 _DEFAULT = GenerationConfig()
-# A section off its budget by more than this is rewritten once; pagination then holds
-# every page within 15% of words_per_page.
-SECTION_TOLERANCE = 0.05
 
 
 class StoryResult(BaseModel):
@@ -116,57 +119,78 @@ def story(
 
 
 def _write(gen: Generation) -> tuple[list[Page], list[Usage]]:
-    """Sections (in parallel), length check, grammar pass, pagination section by section.
+    """Every section written, checked and revised until it holds the teller's facts at its
+    length (storyloom.composing decides), then paginated section by section.
 
-    Each section owns whole pages and is written from its own material and context that
-    no other section's edit changes (no outline over the whole book), so after an edit
-    only the edited section's calls miss the cache and only its pages change.
+    Each section owns whole pages and is written from its own material, facts and the
+    edges of its neighbours' material, so after an edit inside one section only that
+    section's calls miss the cache and only its pages change. The calls of all sections
+    run side by side, one round at a time; each is a cached task, so a rerun pays only
+    for the calls it had not made.
     """
     logger = get_run_logger()
     config = gen.config
+    story = gen.story
     via = services.providers().notes["text"]
-    budgets = plan_sections(
-        gen.story.kind, gen.story.material(), config.pages, config.words_per_page
-    )
-    briefs = section_briefs(gen.story, config, budgets)
-    steps = 1 + len(briefs) * (3 if config.improve_grammar else 2)
+    budgets = plan_sections(story.kind, story.material(), config.pages, config.words_per_page)
+    extra = "\n".join([story.title, story.premise if isinstance(story, CreativeStory) else ""])
+    ledger = facts.collect([(b.key, b.material) for b in budgets], story.language, extra)
+    briefs = section_briefs(story, config, budgets, ledger)
+    shared = len({b.material for b in budgets}) < len(budgets)
+    writings = [
+        SectionWriting(
+            brief=brief,
+            section=ledger.section(brief.key),
+            ledger=ledger,
+            grammar=config.improve_grammar,
+            flag_inventions=story.kind == "life",
+            require_facts=not shared,
+        )
+        for brief in briefs
+    ]
+    per_section = 3 if config.improve_grammar else 2
+    steps = 1 + len(briefs) * per_section
     progress = Progress("story", gen.story_id, steps, f"{config.pages} pages")
     usage: list[Usage] = []
 
-    # The first section alone: a refused account fails the run after one call.
-    drafts = submit_many(write_section, [(b, via) for b in briefs])
-    texts: list[str] = []
-    for brief, draft in zip(briefs, drafts, strict=True):
-        written, cost = paid(draft)
-        usage.append(cost)
-        texts.append(written.text)
-        progress.advance(f"wrote {brief.heading}")
-
-    refits = {
-        i: fit_length.submit(brief, texts[i], via)
-        for i, brief in enumerate(briefs)
-        if not length_ok(count_words(texts[i]), brief.target_words, SECTION_TOLERANCE)
-    }
-    for i, refit in refits.items():
-        written, cost = paid(refit)
-        usage.append(cost)
-        texts[i] = written.text
-    progress.advance(f"length checked, {len(refits)} rewritten", steps=len(briefs))
-
-    if config.improve_grammar:
-        passes = [proofread.submit(b, t, via) for b, t in zip(briefs, texts, strict=True)]
-        for i, proof in enumerate(passes):
-            written, cost = paid(proof)
+    def answer(calls: Sequence[Call], first: bool) -> list[str]:
+        futures = (
+            # The first section alone first: a refused account fails after one call.
+            submit_many(write_section, [(call.brief, via) for call in calls])
+            if first
+            else [_submit(call, via) for call in calls]
+        )
+        texts = []
+        for future in futures:
+            written, cost = paid(future)
             usage.append(cost)
-            texts[i] = written.text
-        progress.advance("proofread", steps=len(briefs))
+            texts.append(written.text)
+        kinds = " and ".join(sorted({call.kind for call in calls}))
+        progress.grow(max(0, len(calls) + 1 - (progress.total - progress.done)))
+        progress.advance(f"{kinds}: {len(calls)} section(s)", steps=len(calls))
+        return texts
 
-    total = sum(count_words(t) for t in texts)
-    if not length_ok(total, config.total_words, 0.10):
-        logger.warning(
-            "the text has %d words for a target of %d: pages will be uneven",
-            total, config.total_words,
-        )  # fmt: skip
+    write_all(writings, answer)
+
+    report = book_report(writings, budgets, ledger, config.total_words)
+    gen.save_writing(report)
+    for section in report.sections:
+        if section.length_miss:
+            logger.warning("%s: %s", section.heading, section.length_miss)
+    if report.length_note:
+        logger.warning("the book missed its length: %s", report.length_note)
+    for flag in report.flags:
+        logger.warning("for the teller's approval: %s", flag)
+    texts = [w.final.text for w in writings]
     book_pages = paginate_sections(texts, budgets, config.words_per_page)
-    progress.finish(f"{len(book_pages)} pages, {total} words")
+    progress.finish(f"{len(book_pages)} pages, {report.words} words")
     return book_pages, usage
+
+
+def _submit(call: Call, via: str) -> PrefectFuture[Written]:
+    if call.kind == "write":
+        return write_section.submit(call.brief, via)
+    if call.kind == "revise":
+        assert call.revision is not None
+        return revise_section.submit(call.brief, call.text, call.revision, via)
+    return proofread.submit(call.brief, call.text, via)

@@ -8,9 +8,11 @@ own pages only and stay the same (and cached) when another section is edited.
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import unicodedata
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 _DANDAS = "।॥"
@@ -142,36 +144,61 @@ def _pack(
     target_seconds: float,
     max_seconds: float,
 ) -> list[list[tuple[int, str]]]:
-    """Greedy packing of (page, sentence) items into chapters of about target_seconds."""
-    groups: list[list[tuple[int, str]]] = []
-    current: list[tuple[int, str]] = []
-    length = 0  # characters of the current chapter's text, joining spaces included
-    for page, sentence in items:
-        if current:
-            longer = (length + 1 + len(sentence)) * seconds_per_char
-            shorter = length * seconds_per_char
-            # Stop here when going on would miss the target by more than stopping does.
-            if longer > max_seconds or longer - target_seconds > target_seconds - shorter:
-                groups.append(current)
-                current = []
-        length = length + 1 + len(sentence) if current else len(sentence)
-        current.append((page, sentence))
-    if current:
-        groups.append(current)
+    """(page, sentence) items, in order, in chapters as even as the sentences allow.
 
-    if len(groups) > 1 and _chars(groups[-1]) * seconds_per_char < target_seconds / 3:
-        # A short last chapter joins the one before; if that would be too long, the two
-        # share the text evenly instead (a section's end is not a tail worth its own).
-        merged = groups[-2] + groups[-1]
-        if _chars(merged) * seconds_per_char <= max_seconds:
-            groups[-2:] = [merged]
-        else:
-            cut = min(
-                range(1, len(merged)),
-                key=lambda i: (max(_chars(merged[:i]), _chars(merged[i:])), i),
-            )
-            groups[-2:] = [merged[:cut], merged[cut:]]
-    return groups
+    As many chapters as make them closest to target_seconds (and enough that none runs
+    past max_seconds), cut where the chapters' lengths are most even: a section of 145 s
+    becomes two of about 72 s, not 60 + 60 + 25.
+    """
+    if not items:
+        return []
+    prefix = [0]
+    for _, sentence in items:
+        prefix.append(prefix[-1] + len(sentence) + 1)  # a joining space after each
+
+    def chars(a: int, b: int) -> int:
+        return prefix[b] - prefix[a] - 1
+
+    total = chars(0, len(items))
+    seconds = total * seconds_per_char
+    count = max(1, round(seconds / target_seconds), math.ceil(seconds / max_seconds))
+    max_chars = max_seconds / seconds_per_char
+    for n in range(min(count, len(items)), len(items) + 1):
+        cuts = _even_cuts(len(items), n, chars, max_chars)
+        if cuts is not None:
+            return [items[a:b] for a, b in itertools.pairwise([0, *cuts, len(items)])]
+    return [[item] for item in items]  # every sentence fits a chapter alone (_fit)
+
+
+def _even_cuts(
+    count: int, parts: int, chars: Callable[[int, int], int], max_chars: float
+) -> list[int] | None:
+    """parts-1 cut points over count items minimising the squared distance of each part
+    from an even share, no part over max_chars; None when that cannot be done."""
+    ideal = chars(0, count) / parts
+    cost: dict[int, float] = {0: 0.0}
+    back: list[dict[int, int]] = []
+    for k in range(1, parts + 1):
+        step: dict[int, float] = {}
+        came: dict[int, int] = {}
+        ends = [count] if k == parts else range(k, count - (parts - k) + 1)
+        for end in ends:
+            for start, before in cost.items():
+                if start >= end or chars(start, end) > max_chars:
+                    continue
+                weight = before + (chars(start, end) - ideal) ** 2
+                if end not in step or weight < step[end]:
+                    step[end], came[end] = weight, start
+        cost = step
+        back.append(came)
+    if count not in cost:
+        return None
+    cuts: list[int] = []
+    end = count
+    for k in range(parts, 1, -1):
+        end = back[k - 1][end]
+        cuts.append(end)
+    return cuts[::-1]
 
 
 def chunk_text(text: str, max_chars: int) -> list[str]:

@@ -20,6 +20,7 @@ from storyloom.models import (
     ImageStyle,
     LifeStory,
     Tone,
+    WritingReport,
     parse_story,
 )
 from storyloom.settings import get_settings
@@ -33,6 +34,23 @@ app.add_typer(stories_app, name="stories")
 console = Console()
 err = Console(stderr=True)
 
+
+def _fit_consoles() -> None:
+    """Size the consoles for this invocation: COLUMNS when it is set, and in a pipe or a
+    log, lines that never wrap (a printed path or URL must stay one line)."""
+    columns = os.environ.get("COLUMNS", "")
+    for out in (console, err):
+        if columns.isdigit() and int(columns) > 0:
+            out.width = int(columns)
+        out.soft_wrap = not out.is_terminal
+
+
+
+@app.callback()
+def _each_invocation() -> None:
+    _fit_consoles()
+
+
 SAMPLES = Path(__file__).parent / "samples"
 BAD_INPUT = 2
 
@@ -44,6 +62,9 @@ def _prepare_prefect(*, quiet: bool = True) -> None:
     if quiet:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server starts its database on first use: on a busy two-core machine
+    # that can take longer than Prefect's 20 s default, and the run would fail unpaid.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -185,6 +206,8 @@ def stories_show(
             cost.add_row(u.provider, str(u.calls), str(u.input_tokens), str(u.output_tokens),
                          str(u.characters), str(u.reused))  # fmt: skip
         console.print(cost)
+    if book.writing is not None:
+        _show_writing(book.writing)
     for language, chapters in book.chapters.items():
         table = Table("#", "title", "from page", "seconds", "url", title=f"Narration {language}")
         for ch in chapters:
@@ -275,6 +298,29 @@ def _generate(story_id: str, config: GenerationConfig) -> None:
         except Exception as exc:
             raise _fail(f"generation failed: {exc}") from None
     _summary(story_id, result.generation_id)
+
+
+def _show_writing(writing: WritingReport) -> None:
+    """The outline with each section's length, the fact figures, and the flags."""
+    precision = "n/a" if writing.precision is None else f"{writing.precision:.0%}"
+    recall = "n/a" if writing.recall is None else f"{writing.recall:.0%}"
+    console.print(
+        f"writing: {writing.words} words for {writing.target_words} ({writing.gap:+.1%}); "
+        f"facts: precision {precision}, recall {recall}"
+    )
+    if writing.length_note:
+        console.print(f"[yellow]length missed:[/yellow] {writing.length_note}")
+    outline = Table("section", "pages", "words", "target", "calls", "note", title="Outline")
+    for s in writing.sections:
+        last = s.first_page + s.pages - 1
+        note = "; ".join(n for n in (s.length_miss, s.grammar_note) if n) or "ok"
+        outline.add_row(
+            s.heading, f"{s.first_page}-{last}" if last > s.first_page else str(last),
+            str(s.words), str(s.target_words), str(s.calls), note,
+        )  # fmt: skip
+    console.print(outline)
+    for flag in writing.flags:
+        console.print(f"[yellow]for the teller's approval:[/yellow] {flag}")
 
 
 def _summary(story_id: str, generation_id: str) -> None:

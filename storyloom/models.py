@@ -57,6 +57,7 @@ class Tone(StrEnum):
     HUMOROUS = "humorous"
     INSPIRATIONAL = "inspirational"
     FORMAL = "formal"
+    NARRATIVE = "narrative"
 
 
 class Audience(StrEnum):
@@ -64,6 +65,7 @@ class Audience(StrEnum):
     YOUNG_ADULTS = "young_adults"
     ADULTS = "adults"
     FAMILY = "family"
+    SENIORS = "seniors"
 
 
 class ImageStyle(StrEnum):
@@ -233,3 +235,52 @@ class Usage(_Strict):
     def as_reused(self) -> Usage:
         """This call's usage when its result came from the cache: nothing spent."""
         return Usage(provider=self.provider, calls=0, reused=self.calls + self.reused)
+
+
+class SectionReport(_Strict):
+    """How one section of the book was written: its place in the outline, its length
+    against its budget, and what the fact check left for the teller to approve."""
+
+    key: str
+    heading: str
+    first_page: int = Field(ge=1)
+    pages: int = Field(ge=1)
+    target_words: int = Field(ge=1)
+    words: int = Field(ge=0)
+    gap: float = Field(description="relative and signed: -0.1 is 10% short")
+    calls: int = Field(ge=0, description="writer calls for this section")
+    revisions: int = Field(ge=0)
+    proofread: bool = Field(description="the grammar pass's text is the one kept")
+    came_before: str = ""  # the outline's continuity: the last memory of the section before
+    comes_next: str = ""  # and the first memory of the one after
+    length_miss: str | None = None  # by how much and why, when outside 5%
+    grammar_note: str | None = None
+    invented: list[str] = Field(default_factory=list)  # kept, flagged for approval
+    missing: list[str] = Field(default_factory=list)  # the teller's facts not in the text
+    altered: list[str] = Field(default_factory=list)  # quotes not found verbatim
+
+    @property
+    def flags(self) -> list[str]:
+        return (
+            [f"invented: {t}" for t in self.invented]
+            + [f"missing: {t}" for t in self.missing]
+            + [f"quote altered: {t}" for t in self.altered]
+        )
+
+
+class WritingReport(_Strict):
+    """The writing record a generation keeps: outline, ledger, flags, misses, figures."""
+
+    target_words: int = Field(ge=1)
+    words: int = Field(ge=0)
+    gap: float
+    length_note: str | None = None  # set when the book is more than 5% off its target
+    sections: list[SectionReport]
+    ledger: dict[str, object]  # storyloom.facts.Ledger.to_json()
+    precision: float | None = None  # generated entities found in the ledger
+    recall: float | None = None  # ledger entities found in the book
+    figures: dict[str, object] = Field(default_factory=dict)
+
+    @property
+    def flags(self) -> list[str]:
+        return [f"{s.heading}: {flag}" for s in self.sections for flag in s.flags]

@@ -7,13 +7,14 @@ schema here changes, so cached results written with the old prompts are not reus
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from storyloom.models import Audience, ImageStyle, Language, Tone
-from storyloom.providers.base import SectionBrief
+from storyloom.providers.base import Revision, SectionBrief
 from storyloom.writing import count_words
 
-PROMPT_VERSION = "2026-12-08.1"
+PROMPT_VERSION = "2026-12-09.1"
 
 LANGUAGE_NAMES: dict[Language, str] = {
     "bn-IN": "Bengali",
@@ -36,6 +37,8 @@ AUDIENCE_WORDING: dict[Audience, str] = {
     Audience.ADULTS: "adults: rich, precise language and room for nuance",
     Audience.FAMILY: "the whole family, read aloud together: clear for a child, "
     "rewarding for a grandparent",
+    Audience.SENIORS: "older readers, often the teller's own generation: unhurried, "
+    "clear sentences, familiar words, respect for what they lived through",
 }
 
 TONE_WORDING: dict[Tone, str] = {
@@ -46,6 +49,7 @@ TONE_WORDING: dict[Tone, str] = {
     Tone.HUMOROUS: "gently humorous",
     Tone.INSPIRATIONAL: "inspirational without preaching",
     Tone.FORMAL: "formal and dignified",
+    Tone.NARRATIVE: "plain narrative storytelling: events in order, concrete and unadorned",
 }
 
 STYLE_WORDING: dict[ImageStyle, str] = {
@@ -59,6 +63,10 @@ STYLE_WORDING: dict[ImageStyle, str] = {
 
 # The image models draw words badly and readers get the text on the page anyway.
 _NO_TEXT = "Do not draw any words, letters, captions or signatures in the image."
+# Marks a quote may already come in (then it is not wrapped again).
+_OPENING_QUOTES = '"“„«'
+_CLOSING_QUOTES = '"”»'
+_SENTENCE_ENDS = ".!?।" + _CLOSING_QUOTES
 
 
 def language_name(language: Language) -> str:
@@ -98,8 +106,8 @@ def writer_system(brief: SectionBrief) -> str:
 def _context(brief: SectionBrief) -> list[str]:
     """The lines that place a section in its book.
 
-    Only what stays put when another section is edited: the title, the premise, this
-    section's place and its neighbours' headings, never their material or text.
+    Only what stays put when another section's text is rewritten: the title, the premise,
+    this section's place and its neighbours' headings, never their written text.
     """
     lines = [
         f'Book: "{brief.title}". Section {brief.position} of {brief.of}: {brief.heading}.',
@@ -123,13 +131,93 @@ def _context(brief: SectionBrief) -> list[str]:
     return lines
 
 
-def section_prompt(brief: SectionBrief) -> str:
-    """Ask for one section of about brief.target_words words."""
-    lines = _context(brief)
-    lines += [
-        "",
+def _one_line(text: str) -> str:
+    """Text on one line: every instruction below is one line, so a line is one item."""
+    return " ".join(text.split())
+
+
+def _quoted(quote: str) -> str:
+    """A quote in double quotation marks, unless it already comes in its own marks."""
+    quote = _one_line(quote)
+    if len(quote) >= 2 and quote[0] in _OPENING_QUOTES and quote[-1] in _CLOSING_QUOTES:
+        return quote
+    return f'"{quote}"'
+
+
+def _continuity(brief: SectionBrief) -> list[str]:
+    """Where the story has been and where it goes next (each section is written alone,
+    so without these lines a model retells the neighbours' events or jumps ahead)."""
+    lines = []
+    if brief.came_before:
+        told = _then(brief.came_before, "pick up from there without retelling it")
+        lines.append(f"The story so far ended with: {told}")
+    if brief.comes_next:
+        lines.append(
+            f"The next section begins with: {_then(brief.comes_next, 'do not tell it here')}"
+        )
+    return lines
+
+
+def _then(memory: str, instruction: str) -> str:
+    """A neighbour's memory, on one line, followed by what to do with it."""
+    memory = _one_line(memory)
+    if memory and memory[-1] in _SENTENCE_ENDS:
+        return f"{memory} {instruction[0].upper()}{instruction[1:]}."
+    return f"{memory}; {instruction}."
+
+
+def _material(brief: SectionBrief) -> list[str]:
+    """The teller's material between <material> tags, so it cannot be mistaken for an
+    instruction (and a parser can find exactly where it starts and ends)."""
+    if not brief.material.strip():
+        return [
+            "The teller gave no material for this section: bridge the sections before and "
+            "after it gently, inventing no facts."
+        ]
+    return [
         "The teller's material for this section:",
-        brief.material or "(none: bridge the sections before and after it gently)",
+        "<material>",
+        brief.material.strip(),
+        "</material>",
+    ]
+
+
+def _keep_lines(facts: Iterable[str], quotes: Iterable[str]) -> list[str]:
+    """One `Keep fact:` line per fact and one `Keep verbatim:` line per quote."""
+    lines = [f"Keep fact: {_one_line(fact)}" for fact in facts if fact.strip()]
+    lines += [f"Keep verbatim: {_quoted(quote)}" for quote in quotes if quote.strip()]
+    return lines
+
+
+def _keep_intro(has_facts: bool, has_quotes: bool) -> list[str]:
+    """What the `Keep fact:` and `Keep verbatim:` lines that follow mean."""
+    lines = []
+    if has_facts:
+        lines.append(
+            'Each "Keep fact:" line is a name, place, date or number the teller gave: use '
+            "it exactly as written."
+        )
+    if has_quotes:
+        lines.append(
+            'Each "Keep verbatim:" line holds the teller\'s own words: quote them exactly, '
+            "word for word, inside quotation marks, even where they are not grammatical."
+        )
+    return lines
+
+
+def section_prompt(brief: SectionBrief) -> str:
+    """Ask for one section of about brief.target_words words.
+
+    Continuity lines place the section between its neighbours' memories; the facts and
+    quotes the teller gave are listed one a line, because a model keeps what it is told
+    to keep far better than what it has to notice in the material itself.
+    """
+    lines = _context(brief) + _continuity(brief)
+    lines += ["", *_material(brief)]
+    keep = _keep_lines(brief.facts, brief.quotes)
+    if keep:
+        lines += ["", *_keep_intro(bool(brief.facts), bool(brief.quotes)), *keep]
+    lines += [
         "",
         "Write this section as flowing prose in paragraphs, with no heading. Cover the "
         "material in its order, use every fact it gives and invent none.",
@@ -138,39 +226,84 @@ def section_prompt(brief: SectionBrief) -> str:
     return "\n".join(lines)
 
 
-def adjust_prompt(brief: SectionBrief, text: str) -> str:
-    """Ask to rewrite a section that missed its length to about brief.target_words words."""
-    lines = _context(brief)
+def revise_prompt(brief: SectionBrief, text: str, revision: Revision) -> str:
+    """Ask to rewrite a section: to revision.target_words words, with the facts fixed.
+
+    One instruction per line (`Remove: X`, `Restore: Y`, `Keep fact: Z`, `Keep verbatim:
+    "Q"`), explained once above them: a model follows a short checklist more reliably
+    than a paragraph, and the lines can be read back by a parser (the test fake does).
+    The material comes along so a restored fact can go back where the teller placed it.
+    """
+    target = revision.target_words
+    have = count_words(text)
+    dropped = {item.casefold() for item in (*revision.remove, *revision.restore)}
+    kept = [fact for fact in brief.facts if fact.casefold() not in dropped]
+    quotes = list(dict.fromkeys((*brief.quotes, *revision.quotes)))
+    if have < target * 0.95:
+        length = (
+            f"The draft has {have} words and is too short: continue and expand it to about "
+            f"{target} words with detail the material supports (the setting, the people, "
+            "what they felt and did), inventing no names, dates, places or numbers."
+        )
+    elif have > target * 1.05:
+        length = (
+            f"The draft has {have} words and is too long: condense it to about {target} "
+            "words, cutting repetition and description first, never a fact or a quote."
+        )
+    else:
+        length = f"The draft has {have} words: keep it at about {target} words."
+    lines = _context(brief) + _continuity(brief)
+    lines += ["", *_material(brief), ""]
     lines += [
+        "Revise the draft at the end. Apply every instruction line below (Target, "
+        "Remove, Restore, Keep fact, Keep verbatim) and change nothing else: keep the "
+        "order, the paragraphs, the voice and every other fact.",
+        'Each "Remove:" line is a name, date, place or number the teller never gave: take '
+        "it out, rewording or dropping what depends on it.",
+        'Each "Restore:" line is a fact from the material that the draft lost: put it back '
+        "where the material places it.",
+        *_keep_intro(bool(kept), bool(quotes)),
         "",
-        f"This draft has {count_words(text)} words; it should have about "
-        f"{brief.target_words}. Rewrite it to that length: keep every fact, the order "
-        "and the voice; expand with detail the material supports, or tighten without "
-        "losing facts.",
+        f"Target: about {target} words.",
+        length,
+        *(f"Remove: {_one_line(item)}" for item in revision.remove if item.strip()),
+        *(f"Restore: {_one_line(item)}" for item in revision.restore if item.strip()),
+        *_keep_lines(kept, quotes),
         "",
         "Draft:",
-        text,
+        "<draft>",
+        text.strip(),
+        "</draft>",
         "",
-        f"Rewrite it to about {brief.target_words} words.",
+        f"Answer with the whole revised section only, about {target} words.",
     ]
     return "\n".join(lines)
 
 
 def proofread_prompt(brief: SectionBrief, text: str) -> str:
-    """Ask for the grammar pass: fix grammar and punctuation, keep meaning and length."""
+    """Ask for the grammar pass: fix grammar and punctuation, keep meaning and length.
+
+    The teller's quotes are listed: a proofreader's instinct is to correct them, and
+    they must stay as spoken.
+    """
     language = language_name(brief.language)
-    return "\n".join(
-        [
-            f"Proofread this {language} text. Fix grammar, spelling and punctuation only. "
-            "Keep the meaning, every fact, the paragraphs, the voice and the length; do not "
-            "add or remove content.",
-            "",
-            "Text:",
-            text,
-            "",
-            f"Answer with the corrected text, about {count_words(text)} words.",
-        ]
-    )
+    lines = [
+        f"Proofread this {language} text. Fix grammar, spelling and punctuation only. "
+        "Keep the meaning, every fact, the paragraphs, the voice and the length; do not "
+        "add or remove content.",
+    ]
+    if brief.quotes:
+        lines += [*_keep_intro(False, True), *_keep_lines((), brief.quotes)]
+    lines += [
+        "",
+        "Text:",
+        "<text>",
+        text.strip(),
+        "</text>",
+        "",
+        f"Answer with the corrected text, about {count_words(text)} words.",
+    ]
+    return "\n".join(lines)
 
 
 def continue_prompt(words_left: int) -> str:

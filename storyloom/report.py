@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from storyloom.models import AudioChapter, Illustration, Language, Usage
+from storyloom.models import AudioChapter, Illustration, Language, Usage, WritingReport
 
 if TYPE_CHECKING:
     from storyloom.store.records import StoryBook
@@ -119,7 +119,45 @@ def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
         lines += [page.text, ""]
     if book.chapters:
         lines.append(narration_markdown("chapters", book.chapters).replace("# Narration: ", "# "))
+    if book.writing is not None:
+        lines += [writing_markdown(book.writing), ""]
     cost = usage_markdown(book.usage)
     if cost:
         lines += ["## Cost", "", cost, ""]
+    return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def writing_markdown(writing: WritingReport) -> str:
+    """How the text was written: the outline with each section's length against its
+    budget, the figures of the fact check, and what awaits the teller's approval."""
+    lines = [
+        "## How it was written",
+        "",
+        f"{writing.words} words for a target of {writing.target_words} ({writing.gap:+.1%}); "
+        f"names, places, dates and numbers: precision {_share(writing.precision)}, "
+        f"recall {_share(writing.recall)}.",
+        "",
+    ]
+    if writing.length_note:
+        lines += [f"**Length missed**: {writing.length_note}", ""]
+    lines += [
+        "| section | pages | words / target | calls | revisions | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in writing.sections:
+        last = s.first_page + s.pages - 1
+        pages = str(s.first_page) if last == s.first_page else f"{s.first_page}-{last}"
+        note = "; ".join(n for n in (s.length_miss, s.grammar_note) if n) or "ok"
+        lines.append(
+            f"| {s.heading} | {pages} | {s.words} / {s.target_words} | {s.calls} "
+            f"| {s.revisions} | {note} |"
+        )
+    flags = writing.flags
+    lines += ["", "**For the teller's approval**:" if flags else "Nothing to approve: "
+              "every fact of the book is the teller's.", ""]  # fmt: skip
+    lines += [f"- {flag}" for flag in flags]
     return "\n".join(lines)

@@ -33,7 +33,8 @@ PAGE_TOLERANCE_PERCENT = 15  # pages stay this close to words_per_page when the 
 _SLICE_WINDOW = 0.20
 
 # Boundary strengths, strongest preferred.
-_WORD, _SENTENCE, _PARAGRAPH_END = 0, 1, 2
+_WORD, _CLAUSE, _SENTENCE, _PARAGRAPH_END = 0, 1, 2, 3
+_CLAUSE_MARKS = ",;:—–"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,14 @@ def length_ok(actual: int, target: int, tolerance: float = 0.05) -> bool:
 
 
 def paginate(text: str, pages: int, words_per_page: int) -> list[Page]:
-    """Cut text into exactly `pages` pages, breaking at paragraphs, then sentences."""
+    """Cut text into exactly `pages` pages, each starting at the start of a sentence.
+
+    Pages break at paragraph ends where one is near, else at sentence ends. Only a
+    sentence longer than a page may be split inside, at a clause (after , ; : or a dash),
+    else at a word. Every page holds between 85% and 115% of words_per_page whenever the
+    total allows it; otherwise pages are as even as the sentences allow. A text with
+    fewer sentences than pages is the one case where pages break mid-sentence.
+    """
     if pages < 1:
         raise ValueError(f"pages must be at least 1, got {pages}")
     if words_per_page < 1:
@@ -114,22 +122,16 @@ def paginate(text: str, pages: int, words_per_page: int) -> list[Page]:
     if total < pages:
         raise ValueError(f"the text has {total} words, too few for {pages} pages")
 
-    sentence_ends = {end for _, end in sentence_spans(text)}
-    levels = [_WORD] * total
-    for j in range(1, total):
-        gap_start, gap_end = units[j - 1][1], units[j][0]
-        if _PARAGRAPH.search(text, gap_start, gap_end):
-            levels[j] = _PARAGRAPH_END
-        elif gap_start in sentence_ends:
-            levels[j] = _SENTENCE
-
+    levels = _boundary_levels(text, units)
     low = -(-words_per_page * (100 - PAGE_TOLERANCE_PERCENT) // 100)  # ceiling
     high = words_per_page * (100 + PAGE_TOLERANCE_PERCENT) // 100
-    # Keep every page within the tolerance whenever the total makes that possible.
     sizes = (low, high) if pages * low <= total <= pages * high else None
-    breaks = _choose_breaks(
-        list(range(total + 1)), levels, pages, PAGE_WINDOW * total / pages, sizes
-    )
+    allowed = _allowed_breaks(levels, max(high, -(-total // pages)))
+    breaks = _page_breaks(allowed, levels, total, pages, sizes)
+    if breaks is None:
+        # Fewer sentences than pages: every word boundary is allowed.
+        breaks = _page_breaks(list(range(1, total)), levels, total, pages, None)
+    assert breaks is not None  # total >= pages: one word a page always fits
 
     result: list[Page] = []
     bounds = [0, *breaks, total]
@@ -137,6 +139,110 @@ def paginate(text: str, pages: int, words_per_page: int) -> list[Page]:
         page_text = text[units[first][0] : units[last - 1][1]]
         result.append(Page(number=number, text=page_text, words=last - first))
     return result
+
+
+def _boundary_levels(text: str, units: Sequence[tuple[int, int]]) -> list[int]:
+    """levels[j]: the strength of the boundary before word j (levels[0] is unused)."""
+    sentence_ends = {end for _, end in sentence_spans(text)}
+    levels = [_WORD] * len(units)
+    for j in range(1, len(units)):
+        gap_start, gap_end = units[j - 1][1], units[j][0]
+        if _PARAGRAPH.search(text, gap_start, gap_end):
+            levels[j] = _PARAGRAPH_END
+        elif gap_start in sentence_ends:
+            levels[j] = _SENTENCE
+        elif text[gap_start - 1] in _CLAUSE_MARKS:
+            levels[j] = _CLAUSE
+    return levels
+
+
+def _allowed_breaks(levels: Sequence[int], longest: int) -> list[int]:
+    """Where a page may start: every sentence start, and any word of a sentence longer
+    than `longest` words (the page-break costs make its clause starts preferred)."""
+    total = len(levels)
+    starts = [j for j in range(1, total) if levels[j] >= _SENTENCE]
+    allowed: list[int] = []
+    for a, b in pairwise([0, *starts, total]):
+        if a:
+            allowed.append(a)
+        if b - a > longest:
+            allowed.extend(range(a + 1, b))
+    return allowed
+
+
+def _page_breaks(
+    allowed: Sequence[int],
+    levels: Sequence[int],
+    total: int,
+    pages: int,
+    sizes: tuple[int, int] | None,
+) -> list[int] | None:
+    """The pages-1 break points among `allowed` that make the pages most even.
+
+    Dynamic programming over (page, break): the cost of a page is its squared distance
+    from the even share, plus a penalty for a weaker boundary (a paragraph end a tenth of
+    a page off the even share costs what a sentence end on it does). With sizes=(low,
+    high) every page must hold low..high words when any choice allows it; None when no
+    choice gives exactly `pages` pages.
+    """
+    ideal = total / pages
+    # Moving a break by d words changes two pages by d: 2 d² in cost.
+    unit = 2 * (PAGE_WINDOW * ideal) ** 2
+    penalty = {_PARAGRAPH_END: 0.0, _SENTENCE: unit, _CLAUSE: 4 * unit, _WORD: 16 * unit}
+    points = [0, *allowed, total]
+    # Page sizes tried in turn: the tolerance around words_per_page, the same around the
+    # even share, half a share either way, and anything at all.
+    ladder = [sizes] if sizes is not None else []
+    for spread in (PAGE_TOLERANCE_PERCENT / 100, 0.5):
+        ladder.append((max(1, math.floor(ideal * (1 - spread))), math.ceil(ideal * (1 + spread))))
+    ladder.append((1, total))
+    for lo, hi in ladder:
+        # cost[i], back[k][i]: the best k pages ending at points[i].
+        cost = {0: 0.0}
+        back: list[dict[int, int]] = []
+        for k in range(1, pages + 1):
+            remaining = pages - k
+            step: dict[int, float] = {}
+            came: dict[int, int] = {}
+            if not cost:
+                break
+            # Only points reachable from the last step whose remainder still fits the
+            # remaining pages.
+            reach_lo = max(points[min(cost)] + lo, total - remaining * hi)
+            reach_hi = min(points[max(cost)] + hi, total - remaining * lo)
+            for i in range(
+                max(1, bisect.bisect_left(points, reach_lo)),
+                bisect.bisect_right(points, reach_hi),
+            ):
+                p = points[i]
+                if (k == pages) != (p == total):
+                    continue
+                first = bisect.bisect_left(points, p - hi)
+                last = bisect.bisect_right(points, p - lo)
+                best: tuple[float, int] | None = None
+                for h in range(first, min(last, i)):
+                    before = cost.get(h)
+                    if before is None:
+                        continue
+                    size = p - points[h]
+                    weight = before + (size - ideal) ** 2
+                    if p != total:
+                        weight += penalty[levels[p]]
+                    if best is None or weight < best[0]:
+                        best = (weight, h)
+                if best is not None:
+                    step[i], came[i] = best
+            cost = step
+            back.append(came)
+        end = len(points) - 1
+        if end in cost:
+            breaks: list[int] = []
+            i = end
+            for k in range(pages, 1, -1):
+                i = back[k - 1][i]
+                breaks.append(points[i])
+            return breaks[::-1]
+    return None
 
 
 def paginate_sections(

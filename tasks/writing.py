@@ -1,13 +1,15 @@
-"""Tasks that write the book: each section, the length fix, the grammar pass, and the
-illustration prompt of each page."""
+"""Tasks that write the book: each section, its revisions (length and facts), the grammar
+pass, and the illustration prompt of each page. What to call next is decided in
+storyloom.composing; each call here is one cached, paid task."""
 
 from __future__ import annotations
 
 from prefect import task
 
-from storyloom import services
+from storyloom import facts, services
+from storyloom.composing import continuity
 from storyloom.models import CreativeStory, GenerationConfig, ImageStyle, LifeStage, LifeStory
-from storyloom.providers.base import IllustrationPlan, SectionBrief, Written
+from storyloom.providers.base import IllustrationPlan, Revision, SectionBrief, Written
 from storyloom.writing import SectionBudget
 from tasks.policy import api_slot, honour_retry_after, paid_call_options
 
@@ -15,31 +17,43 @@ PAID = paid_call_options()
 
 
 def section_briefs(
-    story: LifeStory | CreativeStory, config: GenerationConfig, budgets: list[SectionBudget]
+    story: LifeStory | CreativeStory,
+    config: GenerationConfig,
+    budgets: list[SectionBudget],
+    ledger: facts.Ledger,
 ) -> list[SectionBrief]:
-    """One brief per planned section (pure): its own material, the book's fixed context."""
+    """One brief per planned section (pure): its own material and facts, the book's fixed
+    context, and the neighbours' edges (the last memory before it, the first after)."""
     premise = story.premise if isinstance(story, CreativeStory) else ""
     headings = [_default_heading(budget.key) for budget in budgets]
-    return [
-        SectionBrief(
-            story_id=story.id,
-            title=story.title,
-            kind=story.kind,
-            language=story.language,
-            key=budget.key,
-            heading=headings[i - 1],
-            material=budget.material,
-            target_words=budget.target_words,
-            tone=config.tone,
-            audience=config.audience,
-            position=i,
-            of=len(budgets),
-            premise=premise,
-            previous=headings[i - 2] if i > 1 else "",
-            following=headings[i] if i < len(budgets) else "",
+    edges = continuity([budget.material for budget in budgets])
+    briefs = []
+    for i, budget in enumerate(budgets, start=1):
+        own = ledger.section(budget.key)
+        briefs.append(
+            SectionBrief(
+                story_id=story.id,
+                title=story.title,
+                kind=story.kind,
+                language=story.language,
+                key=budget.key,
+                heading=headings[i - 1],
+                material=budget.material,
+                target_words=budget.target_words,
+                tone=config.tone,
+                audience=config.audience,
+                position=i,
+                of=len(budgets),
+                premise=premise,
+                previous=headings[i - 2] if i > 1 else "",
+                following=headings[i] if i < len(budgets) else "",
+                came_before=edges[i - 1][0],
+                comes_next=edges[i - 1][1],
+                facts=tuple(f.text for f in own.entities),
+                quotes=tuple(f.text for f in own.quotes),
+            )
         )
-        for i, budget in enumerate(budgets, start=1)
-    ]
+    return briefs
 
 
 def _default_heading(key: str) -> str:
@@ -56,12 +70,13 @@ def write_section(brief: SectionBrief, via: str) -> Written:
         return writer.write_section(brief)
 
 
-@task(name="fit-length", **PAID)
-def fit_length(brief: SectionBrief, text: str, via: str) -> Written:
-    """Rewrite a section that missed its word budget."""
+@task(name="revise-section", **PAID)
+def revise_section(brief: SectionBrief, text: str, revision: Revision, via: str) -> Written:
+    """Rewrite a section to its length, without what the fact check found invented and
+    with what it found missing or altered."""
     writer = services.providers().writer
     with honour_retry_after(), api_slot("text", writer.name):
-        return writer.adjust_length(brief, text)
+        return writer.revise(brief, text, revision)
 
 
 @task(name="proofread", **PAID)

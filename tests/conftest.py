@@ -47,3 +47,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     services.reset()
     yield home
     services.reset()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (`--dist loadgroup`): each module runs in one worker, so
+    its module-scoped servers start once; the system tests, which time real workers
+    against latencies, all run in one worker, one after another, so two clusters never
+    compete for the machine's two cores."""
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        group = "system" if module.startswith("tests/system/") else module
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -36,6 +36,30 @@ class SectionBrief:
     premise: str = ""  # creative stories: the premise every section must serve
     previous: str = ""  # the heading of the section before ("" for the first)
     following: str = ""  # the heading of the section after ("" for the last)
+    # Continuity: where the story has been and where it goes next, taken from the
+    # neighbours' material (the last memory of the section before, the first of the one
+    # after), so an edit inside another section leaves this brief, and its cache, alone.
+    came_before: str = ""
+    comes_next: str = ""
+    # The teller's facts this section must keep: names, places, dates, numbers, and
+    # quoted words to be kept verbatim (from storyloom.facts).
+    facts: tuple[str, ...] = ()
+    quotes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Revision:
+    """What a rewrite of a section must fix: its length, and the facts the check found.
+
+    target_words is the length to reach. remove: names, dates, places or numbers the
+    teller never gave (to be taken out). restore: the teller's facts the text dropped (to
+    be put back). quotes: the teller's quoted words, to appear verbatim.
+    """
+
+    target_words: int
+    remove: tuple[str, ...] = ()
+    restore: tuple[str, ...] = ()
+    quotes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,8 +106,10 @@ class Writer(Protocol):
         """Write one section of about brief.target_words words."""
         ...
 
-    def adjust_length(self, brief: SectionBrief, text: str) -> Written:
-        """Rewrite a section that missed its length so it has about brief.target_words."""
+    def revise(self, brief: SectionBrief, text: str, revision: Revision) -> Written:
+        """Rewrite a section to revision.target_words words, taking out what
+        revision.remove names, putting back revision.restore and keeping
+        revision.quotes verbatim; everything else as it is."""
         ...
 
     def proofread(self, brief: SectionBrief, text: str) -> Written:

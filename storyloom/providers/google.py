@@ -6,10 +6,12 @@ retries, and every failure leaves here as a TransientError (worth retrying, with
 delay the server asked for) or a PermanentError (not), never as an SDK exception.
 
 Decisions worth knowing:
-- MAX_TOKENS on prose: ask once to continue the text where it stopped and join the two
-  parts; if the continuation is cut off too, raise PermanentError rather than put a text
-  that stops mid-sentence into a book. MAX_TOKENS on JSON (a plan) or an image:
-  PermanentError, as half a JSON document or image cannot be continued.
+- MAX_TOKENS on prose: always continue. Ask the model to carry on where it stopped (the
+  text so far sent back as its own turn) and join the parts, up to MAX_CONTINUATIONS
+  times; a text still cut off after that raises PermanentError naming max_output_tokens,
+  rather than put a text that stops mid-sentence into a book. The usage of every call is
+  summed. MAX_TOKENS on JSON (a plan) or an image: PermanentError, as half a JSON
+  document or image cannot be continued.
 - Safety: a blocked prompt, finishReason SAFETY / PROHIBITED_CONTENT / BLOCKLIST / SPII /
   IMAGE_SAFETY / IMAGE_PROHIBITED_CONTENT raise SafetyBlockError (permanent).
 - NO_IMAGE, IMAGE_OTHER, RECITATION, IMAGE_RECITATION, OTHER, an empty answer and JSON
@@ -43,6 +45,7 @@ from storyloom.providers.base import (
     IllustrationPlan,
     ImageRequest,
     Picture,
+    Revision,
     SectionBrief,
     Written,
 )
@@ -58,6 +61,9 @@ from storyloom.writing import count_words
 
 TEXT_PROVIDER = "gemini-text"
 IMAGE_PROVIDER = "gemini-image"
+# How many times a cut-off prose answer is continued before giving up. Each continuation
+# resends the prompt and the text so far, so the bound also bounds what one section costs.
+MAX_CONTINUATIONS = 4
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 SAFETY_FINISH = frozenset(
@@ -309,6 +315,7 @@ class GoogleWriter:
         *,
         temperature: float | None = None,
         max_output_tokens: int | None = None,
+        max_continuations: int = MAX_CONTINUATIONS,
     ) -> None:
         # The client is kept for the writer's life: a collected client closes its pool.
         self._client = client
@@ -316,6 +323,7 @@ class GoogleWriter:
         self.name = f"gemini:{model}"
         self._temperature = temperature
         self._max_output_tokens = max_output_tokens
+        self.max_continuations = max_continuations
         self._secrets = _client_secrets(client)
 
     def probe(self) -> str:
@@ -340,33 +348,56 @@ class GoogleWriter:
         return response, _check_refusal(response, TEXT_PROVIDER)
 
     def _prose(self, system: str, prompt: str, target_words: int) -> Written:
-        """Ask for prose; on MAX_TOKENS ask once to continue (see the module docstring)."""
+        """Ask for prose; while the answer stops at MAX_TOKENS, ask it to continue.
+
+        Each continuation sends the prompt, the text so far as the model's own turn, and
+        the request to go on: the model sees exactly where it stopped. After
+        max_continuations a still unfinished text is a PermanentError (see the module
+        docstring); the usage of every call, the failed ones' included, is summed.
+        """
         config = self._config(system)
         response, reason = self._generate(prompt, config)
         text, usage = _text(response), _usage(response, TEXT_PROVIDER)
-        if reason == "MAX_TOKENS":
+        continued = 0
+        while reason == "MAX_TOKENS":
             if not text.strip():
                 raise PermanentError(
                     TEXT_PROVIDER,
-                    "Gemini spent max_output_tokens before writing any text: raise it",
+                    "Gemini spent max_output_tokens before writing any text: raise "
+                    "max_output_tokens",
                 )
-            left = target_words - count_words(text)
+            if continued >= self.max_continuations:
+                raise PermanentError(
+                    TEXT_PROVIDER,
+                    f"Gemini's answer was still cut off (MAX_TOKENS) after {continued} "
+                    f"continuations: raise max_output_tokens (now "
+                    f"{self._max_output_tokens or 'the model default'}) or shorten the "
+                    "section",
+                )
             contents = [
                 types.Content(role="user", parts=[types.Part.from_text(text=prompt)]),
                 types.Content(role="model", parts=[types.Part.from_text(text=text)]),
                 types.Content(
-                    role="user", parts=[types.Part.from_text(text=prompts.continue_prompt(left))]
+                    role="user",
+                    parts=[
+                        types.Part.from_text(
+                            text=prompts.continue_prompt(target_words - count_words(text))
+                        )
+                    ],
                 ),
             ]
             more, reason = self._generate(contents, config)
             usage = _add(usage, _usage(more, TEXT_PROVIDER))
-            if reason == "MAX_TOKENS":
+            continued += 1
+            piece = _text(more)
+            if reason == "MAX_TOKENS" and not piece.strip():
+                # No progress: another round would cost the same and bring nothing.
                 raise PermanentError(
                     TEXT_PROVIDER,
-                    "Gemini's answer was cut off twice (MAX_TOKENS): raise "
-                    "max_output_tokens or shorten the section",
+                    "Gemini's continuation was cut off before any text (MAX_TOKENS): raise "
+                    "max_output_tokens",
                 )
-            text = _join(text, _text(more))
+            text = _join(text, piece)
         text = text.strip()
         if not text:
             raise TransientError(TEXT_PROVIDER, "Gemini answered with empty text")
@@ -392,10 +423,14 @@ class GoogleWriter:
             prompts.writer_system(brief), prompts.section_prompt(brief), brief.target_words
         )
 
-    def adjust_length(self, brief: SectionBrief, text: str) -> Written:
-        """Rewrite a section to about brief.target_words words."""
+    def revise(self, brief: SectionBrief, text: str, revision: Revision) -> Written:
+        """Rewrite a section to about revision.target_words words, taking out what
+        revision.remove names, putting back revision.restore and keeping the quotes
+        verbatim (the instructions, one a line, are in prompts.revise_prompt)."""
         return self._prose(
-            prompts.writer_system(brief), prompts.adjust_prompt(brief, text), brief.target_words
+            prompts.writer_system(brief),
+            prompts.revise_prompt(brief, text, revision),
+            revision.target_words,
         )
 
     def proofread(self, brief: SectionBrief, text: str) -> Written:

@@ -1,8 +1,9 @@
 """The embedded default providers: deterministic, no network, no keys.
 
-The writer weaves the teller's own sentences with connective sentences from a small
-template bank (English, and Hindi for hi-IN stories) and says in the book that it did
-so. The illustrator draws with Pillow. The speaker is eSpeak NG from the
+The writer puts the teller's own sentences first, every one, in order, and joins and
+pads them with connective sentences from a bank (English, and Hindi for hi-IN stories)
+large enough that a book of twenty pages repeats none of them more than twice; it says
+in the book that it did so. The illustrator draws with Pillow. The speaker is eSpeak NG from the
 espeakng-loader wheel, through ctypes. The translator cannot translate and says so.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import colorsys
 import ctypes
+import functools
 import hashlib
 import io
 import math
@@ -17,7 +19,7 @@ import os
 import random
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,7 @@ from storyloom.providers.base import (
     IllustrationPlan,
     ImageRequest,
     Picture,
+    Revision,
     SectionBrief,
     Speech,
     Written,
@@ -104,49 +107,123 @@ def _terminated(sentence: str, stop: str) -> str:
     return sentence.rstrip(",;:—- ") + stop
 
 
-def _first_words(text: str, count: int, stop: str) -> str:
-    words = text.split()
-    return _terminated(" ".join(words[:count]), stop) if count > 0 else ""
-
-
 # ---------------------------------------------------------------------------------------
-# The template bank. No apostrophes or hyphens, so any word counter agrees on its words.
+# The connective bank.
+#
+# No apostrophes or hyphens, so any word counter agrees on its words; no names, places,
+# dates or numbers, so a fact check never finds in a connective sentence something the
+# teller did not say.
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
 
 
 @dataclass(frozen=True)
 class _Bank:
+    """One language's connective sentences.
+
+    The hand-written sentences (general, and one set per tone and per audience) come
+    first. Past them, a sentence is a starter ("Even now,") put before a clause ("the
+    memory comes back clear and whole"): a few dozen clauses and a dozen starters make
+    hundreds of different sentences, so a long book still repeats none more than twice.
+    """
+
     stop: str
     note_life: str
     note_creative: str
     note_short: str
+    general: tuple[str, ...]
+    tone: Mapping[Tone, tuple[str, ...]]
+    audience: Mapping[Audience, tuple[str, ...]]
+    starters: tuple[str, ...]  # "" (the clause on its own) first
+    clauses: tuple[str, ...]
+    tone_clauses: Mapping[Tone, tuple[str, ...]]
+    audience_clauses: Mapping[Audience, tuple[str, ...]]
+    tiny: tuple[str, ...]  # one to four words: the last few words of a small section
+    # Continuity: "{f}" is a few of the teller's own words from the neighbouring section.
     openers: tuple[str, ...]
     closers: tuple[str, ...]
-    tone: dict[Tone, tuple[str, ...]]
-    audience: dict[Audience, tuple[str, ...]]
-    fillers: tuple[str, ...]  # together they cover every length from 1 to 12 words
+    # When no words of the neighbour can be quoted (or there is no neighbour's text).
+    plain_openers: tuple[str, ...]
+    plain_closers: tuple[str, ...]
+    endings: tuple[str, ...]  # the book's last section
+    number_words: frozenset[str]  # never quoted: a number is a fact
+    # Capitalised, these may still open a quote: "My father", not a name.
+    function_words: frozenset[str]
+    # A quoted fragment does not end on these: "I was born", not "I was born in".
+    dangling: frozenset[str]
 
-    def fillers_of(self, words: int) -> list[str]:
-        return [f for f in self.fillers if _word_count(f) == words]
+    def sentence(self, starter: str, clause: str) -> str:
+        if not starter:
+            return clause[:1].upper() + clause[1:] + self.stop
+        return f"{starter} {clause}{self.stop}"
+
+    def combinations(self, tone: Tone, audience: Audience) -> list[str]:
+        clauses = (*self.clauses, *self.tone_clauses[tone], *self.audience_clauses[audience])
+        return [self.sentence(s, c) for c in clauses for s in self.starters]
 
 
 _EN = _Bank(
     stop=".",
     note_life=(
-        "This book was drafted by the storyloom offline writer from the words of the teller."
+        "This book was drafted by the storyloom offline writer, which keeps the words of the "
+        "teller as they were given and adds only the sentences that join them."
     ),
     note_creative=(
-        "This book was drafted by the storyloom offline writer from the premise it was given."
+        "This book was drafted by the storyloom offline writer, which keeps the words it was "
+        "given and adds only the sentences that join them."
     ),
-    note_short="Drafted offline by storyloom.",
-    openers=(
-        "Here the story turns to a new chapter.",
-        "This is where the next part of the story begins.",
-        "The story continues here.",
-    ),
-    closers=(
-        "And so this part of the story comes to a close.",
-        "With that, the story moves on.",
-        "That is how this part of the story unfolded.",
+    note_short="Drafted by the storyloom offline writer.",
+    general=(
+        "Some memories arrive whole, as if they had been waiting.",
+        "It is the small details that make a life feel near.",
+        "Those were days worth setting down in words.",
+        "Every family keeps its stories in its own way.",
+        "Much of what mattered then still matters now.",
+        "A story like this is built from many quiet moments.",
+        "Nothing about it seems small when it is remembered well.",
+        "The years have not worn these memories thin.",
+        "What was said then is still worth hearing.",
+        "Some days leave a mark that never quite fades.",
+        "It is good to have these words written down at last.",
+        "Each memory opens onto another.",
+        "The telling of it brings the whole time back.",
+        "There is a shape to these years that only distance shows.",
+        "People and places live on in the way they are remembered.",
+        "Ordinary days have a way of becoming treasures.",
+        "Memory keeps what the heart chooses to keep.",
+        "The past is close here, almost close enough to touch.",
+        "This is how a life gathers its meaning, day by day.",
+        "Not every moment needs a lesson; some are simply worth keeping.",
+        "The details may blur, but the feeling stays sharp.",
+        "It all belongs to the story, the hard parts and the easy ones.",
+        "These are the threads the rest of the story is woven from.",
+        "Some of it was planned, and much of it simply happened.",
+        "Life seldom waits for anyone to be ready.",
+        "Change came slowly, and then all at once.",
+        "There is always more to a memory than words can hold.",
+        "Each season brought its own work and its own rewards.",
+        "The world outside was changing, and so was life at home.",
+        "Seen from here, it is clear how much it shaped what followed.",
+        "Stories like this are how the past speaks to the present.",
+        "It was a time of learning, often without knowing it.",
+        "Habits formed in those days lasted a lifetime.",
+        "Much was learned simply by watching and listening.",
+        "The people in this story are part of everything that came after.",
+        "Time moved differently then, or so it seems now.",
+        "Some lessons are taught without a word being said.",
+        "Every life has chapters like this.",
+        "A good memory is a kind of inheritance.",
+        "The heart remembers what the calendar forgets.",
+        "Those days asked a great deal, and gave a great deal back.",
+        "Not all of it was easy, but all of it was lived.",
+        "These memories are kept the way old letters are kept.",
+        "It is worth remembering exactly as it was.",
+        "Words cannot hold everything, but they can hold a great deal.",
+        "Even the quiet days had their stories.",
+        "The story would not be the same without this part.",
+        "Some moments ask only to be remembered.",
     ),
     tone={
         Tone.WARM: (
@@ -156,6 +233,12 @@ _EN = _Bank(
             "It was the kind of memory that still feels like home.",
             "Small gestures meant a great deal then, and they still do.",
             "Everyone who was there remembers the warmth of it.",
+            "Love showed itself in small and steady ways.",
+            "There was always room for another at the table.",
+            "Care was given freely and without fuss.",
+            "These are memories to hold gently.",
+            "Affection lived in the everyday things most of all.",
+            "The warmth of those people has outlasted the years.",
         ),
         Tone.NOSTALGIC: (
             "Looking back, those days seem to glow.",
@@ -164,6 +247,12 @@ _EN = _Bank(
             "It feels like a long time ago, and also like yesterday.",
             "Those were simpler days, or so they seem now.",
             "Memory has a way of keeping the best parts bright.",
+            "Some of those places have changed beyond recognition.",
+            "It is hard not to miss the pace of those years.",
+            "The old ways had a charm all their own.",
+            "So much has changed since, and yet the memory has not.",
+            "A familiar sound can still carry it all back.",
+            "Those years seem golden from this distance.",
         ),
         Tone.REFLECTIVE: (
             "It is worth pausing here to think about what this meant.",
@@ -172,6 +261,12 @@ _EN = _Bank(
             "There is a lesson here, though it took years to see it.",
             "Looking closely, one can see how each step led to the next.",
             "Time has a way of showing what truly mattered.",
+            "Meaning often arrives long after the moment has passed.",
+            "It is strange how the smallest choices turn out to matter most.",
+            "Perhaps this is where so much of what followed began.",
+            "Understanding came slowly, as it usually does.",
+            "Some questions from that time still have no easy answer.",
+            "In hindsight, the pattern is easy to see.",
         ),
         Tone.JOYFUL: (
             "There was so much laughter in those days.",
@@ -180,6 +275,12 @@ _EN = _Bank(
             "Even ordinary days felt like small celebrations.",
             "The happiness of that time is easy to remember.",
             "Everyone seemed to be smiling then.",
+            "Laughter was never far from the surface.",
+            "There was music in the everyday business of living.",
+            "Good news seemed to travel fast in those days.",
+            "Happiness came easily, and it came often.",
+            "It was a season of bright mornings and full evenings.",
+            "Delight was found in the simplest things.",
         ),
         Tone.HUMOROUS: (
             "Not everything went to plan, which made it all the more fun.",
@@ -188,6 +289,12 @@ _EN = _Bank(
             "Some of these moments are still retold with a grin.",
             "Nobody could have planned such a comedy of small mistakes.",
             "The family still teases each other about this part.",
+            "Dignity was not always preserved, but the stories were.",
+            "Some plans looked better on paper than in practice.",
+            "It is a wonder anyone kept a straight face.",
+            "Every family needs a few stories like this.",
+            "The retelling has grown funnier with every year.",
+            "Mishaps, it turns out, make the best memories.",
         ),
         Tone.INSPIRATIONAL: (
             "Courage often looks like simply carrying on.",
@@ -196,6 +303,12 @@ _EN = _Bank(
             "Hope was never far away, even on hard days.",
             "There is strength in a life lived honestly.",
             "Every small effort added up to something lasting.",
+            "Determination did what luck could not.",
+            "Hard work was the surest path, and it was taken.",
+            "Small acts of courage added up over the years.",
+            "Even setbacks became part of the foundation.",
+            "Faith in the future kept everyone going.",
+            "What was built then still stands in the lives it touched.",
         ),
         Tone.FORMAL: (
             "This period is recorded here as it was recounted.",
@@ -204,56 +317,290 @@ _EN = _Bank(
             "It is noted here as an important part of the account.",
             "The record of this time is kept in the words of the teller.",
             "These facts are presented as they were remembered.",
+            "The account continues in the order in which it was given.",
+            "The particulars are set down here without embellishment.",
+            "This portion of the record concerns the period described.",
+            "The significance of these events is noted for those who follow.",
+            "The matters recounted here are of lasting importance to the family.",
+            "What follows is presented faithfully and in sequence.",
+        ),
+        Tone.NARRATIVE: (
+            "Then the story moved on, as stories do.",
+            "Events followed each other in their own order.",
+            "After that, life took its next turn.",
+            "Day followed day, and the story went on.",
+            "So it went, from that time to the next.",
+            "The days that followed brought their own events.",
+            "That is how things stood at the time.",
+            "And that is what happened next.",
+            "Things went on in this way for a while.",
+            "Meanwhile, life carried on as it always had.",
+            "From there, events took their course.",
+            "The next turn in the story was not long in coming.",
         ),
     },
     audience={
         Audience.CHILDREN: (
             "Can you imagine what that was like?",
-            "It was a little bit like an adventure.",
+            "Does it sound a little like an adventure?",
             "Close your eyes and picture it.",
             "What would you have done?",
+            "Have you ever felt something like that?",
+            "What do you think happened next?",
+            "How do you think that felt?",
+            "Imagine being there yourself.",
+            "Would you have been brave enough?",
+            "Who do you think laughed the loudest?",
         ),
         Audience.YOUNG_ADULTS: (
             "Every generation faces its own version of this moment.",
             "It was a time of finding out who to become.",
             "Growing up rarely follows a straight line.",
             "Choices made at this age echo for a long time.",
+            "Finding a path is rarely simple at any age.",
+            "Big decisions often look small at the time.",
+            "Independence came with its own surprises.",
+            "There is always more to learn than school can teach.",
         ),
         Audience.ADULTS: (
             "Life rarely offers simple answers, and this was no exception.",
             "Responsibilities and hopes pulled in different directions.",
             "Experience brought both wisdom and a few regrets.",
             "The years had a way of testing every plan.",
+            "Duty and desire do not always agree.",
+            "Some compromises turned out to be wise ones.",
+            "Every choice closed some doors and opened others.",
+            "Responsibility arrived, as it does, before anyone felt ready.",
         ),
         Audience.FAMILY: (
             "The family still tells this part of the story.",
             "Children and grandchildren have heard this many times.",
             "It is a memory the whole family shares.",
             "These are the stories that hold a family together.",
+            "Ask any of them, and they will tell it the same way.",
+            "This is part of what the family carries forward.",
+            "Every generation adds its own chapter.",
+            "Some of these stories are told at every gathering.",
+        ),
+        Audience.SENIORS: (
+            "Many who lived through those years will recognise this.",
+            "It is the kind of memory that grows dearer with age.",
+            "Those who remember those times will know the feeling.",
+            "There is a quiet pride in having seen so much.",
+            "The world has changed a great deal since then.",
+            "A long life gathers many such moments.",
+            "Some things are understood only after many years.",
+            "Old friends would nod at this part of the story.",
         ),
     },
-    fillers=(
+    starters=(
+        "",
+        "Even now,",
+        "Looking back,",
+        "Years later,",
+        "To this day,",
+        "In the telling,",
+        "Time and again,",
+        "Somehow,",
+        "In the end,",
+        "All the same,",
+        "Even after so long,",
+        "In a way,",
+        "Remembering it now,",
+        "After all this time,",
+        "Without a doubt,",
+    ),
+    clauses=(
+        "the smallest details are the ones that stay",
+        "these are the moments that come back first",
+        "it is easy to hear the voices of that time",
+        "the memory comes back clear and whole",
+        "what was ordinary then seems precious now",
+        "a single detail can bring the whole day back",
+        "the picture of it has hardly faded",
+        "it is plain how much those days mattered",
+        "the rhythm of those years can still be felt",
+        "the meaning of it keeps growing",
+        "the feeling of that time is close at hand",
+        "each part of the story leads to the next",
+        "the past has a way of staying near",
+        "those days still have something to say",
+        "the story holds together like a well worn cloth",
+        "nothing about it feels far away",
+        "the thread of those years runs through everything since",
+        "there is more here than the words alone can carry",
+        "it all seems to belong together",
+        "the memory keeps its colour",
+        "those years remain part of who the family is",
+        "the echo of those days is easy to hear",
+        "much of it still rings true",
+        "the faces from that time are easy to picture",
+    ),
+    tone_clauses={
+        Tone.WARM: (
+            "there is a quiet warmth in remembering it",
+            "the kindness of those people is easy to feel",
+            "it feels like coming home",
+            "the love in it is plain to see",
+            "every gesture of care still counts",
+            "the warmth of it has not cooled",
+        ),
+        Tone.NOSTALGIC: (
+            "those days seem to glow",
+            "the old sounds and smells come drifting back",
+            "it feels like yesterday",
+            "the years in between seem to fall away",
+            "there is a gentle ache in remembering it",
+            "those simpler days are sorely missed",
+        ),
+        Tone.REFLECTIVE: (
+            "its meaning has become clearer",
+            "it is worth asking what it taught",
+            "the lesson in it is easier to see",
+            "each step seems to lead to the next",
+            "it shows what truly mattered",
+            "the choices made then look wiser than they felt",
+        ),
+        Tone.JOYFUL: (
+            "it is a pleasure to remember",
+            "the laughter of that time rings out again",
+            "the happiness of it is still catching",
+            "it brings a smile every time",
+            "those bright days shine as they did",
+            "the joy in it has not faded",
+        ),
+        Tone.HUMOROUS: (
+            "it is hard not to laugh",
+            "it is hard to tell this part with a straight face",
+            "the family still teases about it",
+            "the funny side is impossible to miss",
+            "nobody could have planned such a comedy",
+            "it gets a grin at every retelling",
+        ),
+        Tone.INSPIRATIONAL: (
+            "it shows what patience can build",
+            "the courage in it still inspires",
+            "it proves that hard work pays",
+            "hope shines through every part of it",
+            "it is a reminder that setbacks pass",
+            "the strength of it still gives heart to others",
+        ),
+        Tone.FORMAL: (
+            "the account stands as it was given",
+            "these events are recorded faithfully",
+            "the record speaks for itself",
+            "the significance of this period is clear",
+            "the facts are set down without embellishment",
+            "this part of the record deserves its place",
+        ),
+        Tone.NARRATIVE: (
+            "the story simply goes on",
+            "events unfold in their own order",
+            "this is how things happened",
+            "the next part follows from this",
+            "the telling keeps to the order of events",
+            "things moved on from here",
+        ),
+    },
+    audience_clauses={
+        Audience.CHILDREN: (
+            "it sounds a little like an adventure",
+            "it is the kind of thing a child never forgets",
+            "it is fun to imagine being there",
+            "it is a story worth telling at bedtime",
+        ),
+        Audience.YOUNG_ADULTS: (
+            "growing up looks different in every generation",
+            "finding a path is never a straight line",
+            "every choice at that age echoes for years",
+            "it is a reminder that a future is made slowly",
+        ),
+        Audience.ADULTS: (
+            "life rarely offers simple answers",
+            "responsibility and hope pull in different directions",
+            "experience brings wisdom and a few regrets",
+            "the years test every plan",
+        ),
+        Audience.FAMILY: (
+            "the whole family knows this part",
+            "this is a story the family shares",
+            "children and grandchildren know it well",
+            "stories like this hold a family together",
+        ),
+        Audience.SENIORS: (
+            "those who lived through those years will understand",
+            "it grows dearer with age",
+            "many of that generation will recognise it",
+            "a long life gathers many such moments",
+        ),
+    },
+    tiny=(
         "Indeed.",
         "Truly.",
+        "Certainly.",
+        "Always.",
         "Time passed.",
         "Days passed.",
+        "Seasons turned.",
+        "Years passed.",
         "Life went on.",
+        "Time moved on.",
+        "So it went.",
         "The days passed.",
         "The days went by.",
         "And life went on.",
-        "Each day brought something new.",
-        "The seasons came and went.",
-        "And so the story moved on.",
-        "Every day added to the story.",
-        "Those days are still remembered with care.",
-        "Little by little, the years rolled on.",
-        "Each season left its mark on the family.",
-        "There was always more to tell about it.",
-        "The memory of it has stayed bright for years.",
-        "Those days are still remembered with great care and love.",
-        "The memory of it has stayed bright over all the years.",
-        "Each of those small moments became a part of the larger story.",
-        "The years went by, and each one added something to the story.",
+        "The seasons turned again.",
+        "Such were those days.",
+    ),
+    openers=(
+        "After “{f}”, the story moves on.",
+        "The story has told of “{f}”, and now it goes on.",
+        "From “{f}”, the telling turns to what came next.",
+        "Picking up after “{f}”, the story continues.",
+    ),
+    closers=(
+        "Still ahead is “{f}”, and all that came with it.",
+        "The story goes on toward “{f}”, and what followed.",
+        "Soon the telling reaches “{f}”, and the next part begins.",
+        "Next, the story turns toward “{f}”, and on from there.",
+    ),
+    plain_openers=(
+        "Here the story turns to a new chapter.",
+        "This is where the next part of the story begins.",
+        "The story continues here.",
+        "And so the telling goes on.",
+        "Now the story takes its next step.",
+        "A new part of the story begins here.",
+    ),
+    plain_closers=(
+        "And so this part of the story comes to a close.",
+        "With that, the story moves on.",
+        "That is how this part of the story unfolded.",
+        "Here this part of the telling rests.",
+        "From here, the story goes on to its next part.",
+        "So ends this part, and the next begins.",
+    ),
+    endings=(
+        "Here the telling comes to rest, though the story itself goes on.",
+        "And so the story ends here, for now, in the words of the teller.",
+        "That is where this telling ends, and where the memories live on.",
+    ),
+    number_words=_words(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty "
+        "sixty seventy eighty ninety hundred thousand million lakh lakhs crore crores "
+        "first second third fourth fifth sixth seventh eighth ninth tenth dozen half "
+        "twice thrice hundreds thousands"
+    ),
+    function_words=_words(
+        "i my we our the a an in on at every each when after before then there it he she "
+        "they his her their that this those these for as so and but with from by once later "
+        "years much many some all if since while until only even still most sometimes "
+        "nobody everyone everybody nothing ask"
+    ),
+    dangling=_words(
+        "a an the in on at to of for with and but or by from as my our his her their "
+        "that which who whom was were is are had has have be been would could its your"
     ),
 )
 
@@ -261,19 +608,55 @@ _HI = _Bank(
     stop="।",
     # "offline writer" stays in English too, so the note is found whatever the reader's script.
     note_life=(
-        "यह किताब storyloom के ऑफ़लाइन लेखक (offline writer) ने कहने वाले के अपने शब्दों से तैयार की है।"
+        "यह किताब storyloom के ऑफ़लाइन लेखक (offline writer) ने तैयार की है: यादें कहने वाले "
+        "के अपने शब्दों में हैं, और उन्हें जोड़ने वाले वाक्य लेखक के हैं।"
     ),
-    note_creative=("यह किताब storyloom के ऑफ़लाइन लेखक (offline writer) ने दिए गए विचार से तैयार की है।"),
-    note_short="storyloom का ऑफ़लाइन (offline) मसौदा।",
-    openers=(
-        "यहाँ से कहानी एक नए दौर में पहुँचती है।",
-        "कहानी का अगला हिस्सा यहीं से शुरू होता है।",
-        "अब कहानी आगे बढ़ती है।",
+    note_creative=(
+        "यह किताब storyloom के ऑफ़लाइन लेखक (offline writer) ने तैयार की है: दिए गए शब्द "
+        "वैसे ही हैं, और उन्हें जोड़ने वाले वाक्य लेखक के हैं।"
     ),
-    closers=(
-        "और इस तरह कहानी का यह हिस्सा पूरा होता है।",
-        "इसके साथ कहानी आगे बढ़ती है।",
-        "ज़िंदगी का यह अध्याय कुछ ऐसे ही बीता।",
+    note_short="storyloom के ऑफ़लाइन लेखक (offline writer) का मसौदा।",
+    general=(
+        "कुछ यादें पूरी की पूरी लौट आती हैं, जैसे इंतज़ार कर रही हों।",
+        "छोटी छोटी बातें ही ज़िंदगी को क़रीब लाती हैं।",
+        "वे दिन शब्दों में सहेजने लायक़ थे।",
+        "हर परिवार अपनी कहानियाँ अपने ढंग से सँभालता है।",
+        "जो बातें तब ज़रूरी थीं, वे आज भी ज़रूरी हैं।",
+        "ऐसी कहानी कई शांत पलों से मिलकर बनती है।",
+        "बरसों ने इन यादों को धुँधला नहीं किया।",
+        "तब जो कहा गया, वह आज भी सुनने लायक़ है।",
+        "कुछ दिन ऐसी छाप छोड़ जाते हैं जो कभी नहीं मिटती।",
+        "अच्छा है कि ये बातें आख़िरकार लिखी जा रही हैं।",
+        "हर याद किसी और याद का दरवाज़ा खोलती है।",
+        "इन बातों को कहते ही पूरा समय लौट आता है।",
+        "साधारण दिन भी धीरे धीरे ख़ज़ाना बन जाते हैं।",
+        "मन वही सँभालता है जो उसे सबसे प्यारा हो।",
+        "बीता समय यहाँ बहुत पास लगता है।",
+        "हर पल में कोई सीख हो, ज़रूरी नहीं; कुछ पल बस सहेजने के लिए होते हैं।",
+        "बातें धुँधली हो सकती हैं, पर एहसास साफ़ रहता है।",
+        "कठिन और आसान, दोनों तरह के दिन इस कहानी का हिस्सा हैं।",
+        "इन्हीं धागों से बाक़ी कहानी बुनी गई है।",
+        "कुछ बातें सोची समझी थीं, और बहुत सी बस हो गईं।",
+        "ज़िंदगी किसी के तैयार होने का इंतज़ार नहीं करती।",
+        "बदलाव धीरे धीरे आया, और फिर अचानक सब बदल गया।",
+        "हर याद में शब्दों से ज़्यादा कुछ होता है।",
+        "हर मौसम अपना काम और अपना फल लेकर आया।",
+        "बाहर की दुनिया बदल रही थी, और घर के भीतर भी।",
+        "आज देखें तो साफ़ है कि इसने आगे की राह कितनी तय की।",
+        "ऐसी कहानियों से ही बीता समय आज से बात करता है।",
+        "वह सीखने का समय था, अक्सर बिना जाने ही।",
+        "उन दिनों की आदतें उम्र भर साथ रहीं।",
+        "बहुत कुछ बस देखकर और सुनकर सीखा गया।",
+        "इस कहानी के लोग आगे की हर बात का हिस्सा हैं।",
+        "तब समय की चाल कुछ और थी, या अब ऐसा लगता है।",
+        "कुछ सबक बिना कुछ कहे सिखा दिए जाते हैं।",
+        "हर ज़िंदगी में ऐसे अध्याय होते हैं।",
+        "अच्छी याद भी एक तरह की विरासत है।",
+        "उन दिनों ने बहुत माँगा, और बहुत लौटाया भी।",
+        "सब आसान नहीं था, पर सब पूरे मन से जिया गया।",
+        "इस हिस्से के बिना कहानी अधूरी रहती।",
+        "शांत दिनों की भी अपनी कहानियाँ थीं।",
+        "इसे ठीक वैसे ही याद रखना अच्छा है जैसा यह था।",
     ),
     tone={
         Tone.WARM: (
@@ -281,162 +664,548 @@ _HI = _Bank(
             "उन दिनों की गर्माहट आज भी दिल में बसी है।",
             "छोटी छोटी बातों में बड़ा प्यार छिपा था।",
             "वह समय घर जैसा सुकून देता था।",
+            "प्यार छोटी छोटी रोज़ की बातों में दिखता था।",
+            "देखभाल बिना किसी दिखावे के होती थी।",
+            "इन यादों को सहेजकर रखने का मन करता है।",
+            "उन लोगों की गर्माहट बरसों बाद भी बाक़ी है।",
         ),
         Tone.NOSTALGIC: (
             "पीछे मुड़कर देखें तो वे दिन सुनहरे लगते हैं।",
             "वह समय अब बीत गया, पर यादें आज भी ताज़ा हैं।",
             "उन दिनों की खुशबू आज भी याद आती है।",
             "लगता है जैसे यह सब कल की ही बात हो।",
+            "उन जगहों में से कई अब पहचान में नहीं आतीं।",
+            "उन बरसों की धीमी चाल की कमी खलती है।",
+            "पुराने तौर तरीक़ों की अपनी ही बात थी।",
+            "इतना कुछ बदल गया, पर यह याद नहीं बदली।",
         ),
         Tone.REFLECTIVE: (
             "यहाँ रुककर सोचना ज़रूरी है कि इसका क्या अर्थ था।",
             "इन दिनों का मतलब बहुत बाद में समझ आया।",
             "उस समय के हर फ़ैसले ने आगे का रास्ता तय किया।",
             "समय ने दिखाया कि सच में क्या ज़रूरी था।",
+            "किसी पल का अर्थ अक्सर बहुत बाद में समझ आता है।",
+            "अजीब है कि सबसे छोटे फ़ैसले सबसे ज़्यादा मायने रखते हैं।",
+            "शायद आगे की बहुत सी बातें यहीं से शुरू हुईं।",
+            "समझ धीरे धीरे आई, जैसे अक्सर आती है।",
         ),
         Tone.JOYFUL: (
             "उन दिनों घर हँसी से भरा रहता था।",
             "वह बहुत ख़ुशी और उजाले का समय था।",
             "हर साधारण दिन भी एक छोटा त्योहार लगता था।",
             "सबके चेहरों पर मुस्कान रहती थी।",
+            "हँसी कभी दूर नहीं रहती थी।",
+            "रोज़ की भागदौड़ में भी एक संगीत था।",
+            "ख़ुशी आसानी से आती थी, और बार बार आती थी।",
+            "सबसे साधारण चीज़ों में भी आनंद मिल जाता था।",
         ),
         Tone.HUMOROUS: (
             "सब कुछ योजना के मुताबिक़ नहीं हुआ, और इसी में मज़ा था।",
             "आज भी यह याद करके हँसी आ जाती है।",
             "कोई न कोई हमेशा मज़ाक करने को तैयार रहता था।",
             "परिवार आज भी इस बात पर एक दूसरे को छेड़ता है।",
+            "योजनाएँ काग़ज़ पर जितनी अच्छी थीं, असल में उतनी नहीं निकलीं।",
+            "हैरानी है कि किसी ने हँसी कैसे रोकी होगी।",
+            "हर बार सुनाने पर यह किस्सा और मज़ेदार हो जाता है।",
+            "गड़बड़ियाँ ही सबसे अच्छी यादें बनती हैं।",
         ),
         Tone.INSPIRATIONAL: (
             "हिम्मत का मतलब अक्सर बस चलते रहना होता है।",
             "हर मुश्किल आगे बढ़ने की एक सीढ़ी बनी।",
             "इससे पता चलता है कि धैर्य और मेहनत क्या बना सकते हैं।",
             "मुश्किल दिनों में भी उम्मीद कभी दूर नहीं थी।",
+            "जो क़िस्मत न कर सकी, वह लगन ने कर दिखाया।",
+            "छोटी छोटी हिम्मत बरसों में बड़ी बन गई।",
+            "रुकावटें भी नींव का हिस्सा बन गईं।",
+            "आने वाले कल पर भरोसे ने सबको आगे बढ़ाए रखा।",
         ),
         Tone.FORMAL: (
             "यह समय यहाँ वैसे ही दर्ज है जैसे बताया गया।",
             "आगे की घटनाएँ क्रम से लिखी गई हैं।",
             "इन परिस्थितियों ने आने वाले वर्षों को आकार दिया।",
             "यह विवरण कहने वाले के अपने शब्दों पर आधारित है।",
+            "विवरण उसी क्रम में आगे बढ़ता है जिसमें बताया गया।",
+            "यहाँ बातें बिना किसी सजावट के दर्ज हैं।",
+            "इन घटनाओं का महत्त्व आने वाली पीढ़ियों के लिए दर्ज है।",
+            "आगे का विवरण पूरी ईमानदारी से क्रम में दिया गया है।",
+        ),
+        Tone.NARRATIVE: (
+            "फिर कहानी आगे बढ़ी, जैसे कहानियाँ बढ़ती हैं।",
+            "बातें अपने क्रम में होती गईं।",
+            "इसके बाद ज़िंदगी ने नया मोड़ लिया।",
+            "दिन पर दिन बीतते गए, और कहानी चलती रही।",
+            "उस समय बातें कुछ ऐसी ही थीं।",
+            "और फिर आगे यह हुआ।",
+            "कुछ समय तक सब ऐसे ही चलता रहा।",
+            "इस बीच ज़िंदगी अपनी रफ़्तार से चलती रही।",
         ),
     },
     audience={
         Audience.CHILDREN: (
             "सोचो, वह कैसा लगता होगा?",
-            "यह एक छोटे से रोमांच जैसा था।",
+            "क्या यह किसी छोटे से रोमांच जैसा नहीं लगता?",
             "आँखें बंद करो और इसकी कल्पना करो।",
             "तुम होते तो क्या करते?",
+            "क्या तुमने कभी ऐसा महसूस किया है?",
+            "सोचो, आगे क्या हुआ होगा?",
+            "क्या तुम्हें भी ऐसा कुछ याद है?",
         ),
         Audience.YOUNG_ADULTS: (
             "हर पीढ़ी के सामने ऐसा एक पल आता है।",
             "यह ख़ुद को पहचानने का समय था।",
             "बड़े होने का रास्ता कभी सीधा नहीं होता।",
+            "बड़े फ़ैसले उस वक़्त अक्सर छोटे लगते हैं।",
+            "आज़ादी अपने साथ कई हैरानियाँ लाई।",
+            "स्कूल से बाहर भी सीखने को बहुत कुछ होता है।",
         ),
         Audience.ADULTS: (
             "ज़िंदगी आसान जवाब कम ही देती है।",
             "ज़िम्मेदारियाँ और सपने अलग अलग दिशाओं में खींचते थे।",
             "अनुभव अपने साथ समझ भी लाया और कुछ पछतावे भी।",
+            "फ़र्ज़ और चाहत हमेशा साथ नहीं चलते।",
+            "कुछ समझौते बाद में समझदारी साबित हुए।",
+            "हर फ़ैसले ने कुछ दरवाज़े बंद किए और कुछ खोले।",
         ),
         Audience.FAMILY: (
             "परिवार आज भी यह किस्सा सुनाता है।",
             "बच्चों और पोते पोतियों ने यह कई बार सुना है।",
             "यह याद पूरे परिवार की साझी है।",
             "ऐसी ही कहानियाँ परिवार को जोड़े रखती हैं।",
+            "हर पीढ़ी इसमें अपना अध्याय जोड़ती है।",
+            "यह किस्सा हर मेल मिलाप में सुनाया जाता है।",
+        ),
+        Audience.SENIORS: (
+            "उन बरसों को जीने वाले यह बात पहचानेंगे।",
+            "उम्र के साथ ऐसी यादें और प्यारी हो जाती हैं।",
+            "जिन्होंने वह समय देखा है, वे यह एहसास जानते हैं।",
+            "इतना कुछ देख लेने में एक शांत गर्व है।",
+            "तब से दुनिया बहुत बदल गई है।",
+            "लंबी ज़िंदगी ऐसे बहुत से पल समेट लेती है।",
         ),
     },
-    fillers=(
+    starters=(
+        "",
+        "आज भी",
+        "पीछे मुड़कर देखें तो",
+        "बरसों बाद भी",
+        "सच कहें तो",
+        "इतने समय बाद भी",
+        "कभी कभी",
+        "अक्सर",
+        "मन ही मन",
+        "सोचकर देखें तो",
+        "याद करते ही",
+        "कहते कहते",
+    ),
+    clauses=(
+        "वे दिन आँखों के सामने आ जाते हैं",
+        "छोटी छोटी बातें ही सबसे ज़्यादा याद रहती हैं",
+        "उस समय की आवाज़ें सुनाई देने लगती हैं",
+        "पूरी याद साफ़ साफ़ लौट आती है",
+        "जो तब साधारण था, वह अब अनमोल लगता है",
+        "कोई छोटी सी बात पूरा दिन लौटा लाती है",
+        "उस तस्वीर का रंग ज़रा भी फीका नहीं लगता",
+        "साफ़ दिखता है कि वे दिन कितने ज़रूरी थे",
+        "उन बरसों की लय महसूस होती है",
+        "इसका अर्थ और गहरा होता जाता है",
+        "उस समय का एहसास पास ही लगता है",
+        "कहानी का हर हिस्सा अगले से जुड़ता है",
+        "बीता समय पास ही ठहरा लगता है",
+        "उन दिनों के पास कहने को बहुत कुछ है",
+        "कुछ भी दूर नहीं लगता",
+        "उन बरसों का धागा आगे की हर बात में दिखता है",
+        "यहाँ शब्दों से ज़्यादा कुछ कहा गया लगता है",
+        "उस समय के चेहरे आसानी से याद आ जाते हैं",
+    ),
+    tone_clauses={
+        Tone.WARM: (
+            "इन यादों में एक अपनापन है",
+            "उन लोगों की ममता महसूस होती है",
+            "यह सब घर लौटने जैसा लगता है",
+            "इसमें छिपा प्यार साफ़ दिखता है",
+            "उसकी गर्माहट कम नहीं हुई",
+        ),
+        Tone.NOSTALGIC: (
+            "वे दिन सुनहरे लगते हैं",
+            "पुरानी ख़ुशबुएँ लौट आती हैं",
+            "लगता है जैसे यह कल की बात हो",
+            "बीच के बरस जैसे मिट जाते हैं",
+            "उन सीधे सादे दिनों की याद आती है",
+        ),
+        Tone.REFLECTIVE: (
+            "इसका अर्थ और साफ़ हो गया है",
+            "यह सोचने लायक़ है कि इसने क्या सिखाया",
+            "इसमें छिपा सबक अब दिखता है",
+            "समझ आता है कि सच में क्या ज़रूरी था",
+            "तब के फ़ैसले अब ज़्यादा समझदार लगते हैं",
+        ),
+        Tone.JOYFUL: (
+            "इसे याद करना ख़ुशी देता है",
+            "उस समय की हँसी फिर गूँजती है",
+            "चेहरे पर मुस्कान आ जाती है",
+            "उन उजले दिनों की चमक बाक़ी है",
+            "उसकी ख़ुशी आज भी ताज़ा है",
+        ),
+        Tone.HUMOROUS: (
+            "हँसी रोकना मुश्किल है",
+            "यह किस्सा सुनाते हुए हँसी छूट जाती है",
+            "परिवार इस पर छेड़ना नहीं छोड़ता",
+            "इसका मज़ेदार पहलू छिपता नहीं",
+            "सब मुस्कुरा देते हैं",
+        ),
+        Tone.INSPIRATIONAL: (
+            "दिखता है कि धैर्य क्या बना सकता है",
+            "इसकी हिम्मत प्रेरणा देती है",
+            "मेहनत का फल साफ़ दिखता है",
+            "हर हिस्से में उम्मीद झलकती है",
+            "याद आता है कि मुश्किलें भी बीत जाती हैं",
+        ),
+        Tone.FORMAL: (
+            "यह विवरण वैसे ही दर्ज लगता है जैसे बताया गया",
+            "इन घटनाओं का क्रम साफ़ दिखता है",
+            "यह विवरण अपनी बात ख़ुद कहता है",
+            "इस दौर का महत्त्व साफ़ है",
+            "यह हिस्सा दर्ज किए जाने लायक़ है",
+        ),
+        Tone.NARRATIVE: (
+            "कहानी बस आगे चलती है",
+            "घटनाएँ अपने क्रम में आती हैं",
+            "बातें ऐसे ही होती गईं",
+            "अगला हिस्सा इसी से निकलता है",
+            "बात यहीं से आगे बढ़ती है",
+        ),
+    },
+    audience_clauses={
+        Audience.CHILDREN: (
+            "यह किसी रोमांच जैसा लगता है",
+            "ऐसी बात बच्चे कभी नहीं भूलते",
+            "वहाँ होने की कल्पना करना मज़ेदार है",
+        ),
+        Audience.YOUNG_ADULTS: (
+            "हर पीढ़ी का बड़ा होना अलग होता है",
+            "अपना रास्ता ढूँढना कभी सीधा नहीं होता",
+            "उस उम्र के फ़ैसले बरसों तक गूँजते हैं",
+        ),
+        Audience.ADULTS: (
+            "ज़िंदगी आसान जवाब कम ही देती है",
+            "ज़िम्मेदारी और उम्मीद अलग दिशाओं में खींचती हैं",
+            "अनुभव समझ भी लाता है और कुछ पछतावे भी",
+        ),
+        Audience.FAMILY: (
+            "पूरा परिवार यह हिस्सा जानता है",
+            "यह कहानी पूरे परिवार की साझी है",
+            "ऐसी कहानियाँ परिवार को जोड़े रखती हैं",
+        ),
+        Audience.SENIORS: (
+            "उस समय को जीने वाले यह बात समझेंगे",
+            "उम्र के साथ यह और प्यारी होती जाती है",
+            "उस पीढ़ी के बहुत से लोग इसे पहचानेंगे",
+        ),
+    },
+    tiny=(
         "सचमुच।",
+        "हाँ।",
+        "बेशक।",
+        "ज़रूर।",
         "दिन बीते।",
         "समय बदला।",
+        "मौसम बदले।",
+        "बरस बीते।",
         "समय बीतता गया।",
+        "दिन बीतते गए।",
+        "ज़िंदगी चलती रही।",
+        "मौसम बदलते रहे।",
         "और दिन बीतते गए।",
         "ज़िंदगी आगे बढ़ती रही।",
-        "समय अपनी चाल चलता रहा।",
-        "हर मौसम कुछ नया लाया।",
-        "और इस तरह कहानी आगे बढ़ी।",
-        "धीरे धीरे साल आगे बढ़ते गए।",
-        "वे दिन आज भी याद आते हैं।",
-        "हर मौसम ने परिवार पर अपनी छाप छोड़ी।",
-        "हर छोटे पल ने कहानी में कुछ जोड़ा।",
-        "इस बारे में कहने को कुछ और होता था।",
-        "उस समय की हर बात आज भी याद है।",
-        "वे दिन आज भी प्यार से याद किए जाते हैं।",
-        "उस समय की यादें आज भी उतनी ही ताज़ा हैं।",
-        "उस समय की यादें बरसों बाद भी उतनी ही ताज़ा हैं।",
-        "हर छोटे पल ने मिलकर उस समय को ख़ास बना दिया।",
-        "हर छोटे पल ने मिलकर उस समय को सचमुच ख़ास बना दिया।",
-        "साल बीतते गए, और हर साल ने कहानी में कुछ नया जोड़ा।",
+        "समय अपनी चाल चला।",
+        "हर मौसम कुछ लाया।",
     ),
+    openers=(
+        "“{f}” के बाद कहानी आगे बढ़ती है।",
+        "कहानी “{f}” तक पहुँची थी, और यहीं से आगे चलती है।",
+        "“{f}” से आगे अब कहानी का अगला हिस्सा है।",
+    ),
+    closers=(
+        "आगे की कहानी में “{f}” की बात आती है।",
+        "अब कहानी “{f}” की ओर बढ़ती है।",
+        "इसके बाद की याद में “{f}” का ज़िक्र है।",
+    ),
+    plain_openers=(
+        "यहाँ से कहानी एक नए दौर में पहुँचती है।",
+        "कहानी का अगला हिस्सा यहीं से शुरू होता है।",
+        "अब कहानी आगे बढ़ती है।",
+        "और इस तरह बात आगे चलती है।",
+        "यहाँ से कहानी का नया पन्ना खुलता है।",
+    ),
+    plain_closers=(
+        "और इस तरह कहानी का यह हिस्सा पूरा होता है।",
+        "इसके साथ कहानी आगे बढ़ती है।",
+        "ज़िंदगी का यह अध्याय कुछ ऐसे ही बीता।",
+        "यहाँ कहानी का यह हिस्सा थमता है।",
+        "आगे की बात अगले हिस्से में है।",
+    ),
+    endings=(
+        "यहीं यह कहानी थमती है, पर यादें आगे चलती रहती हैं।",
+        "और यहीं, कहने वाले के शब्दों में, यह कहानी पूरी होती है।",
+    ),
+    number_words=_words(
+        "शून्य एक दो तीन चार पाँच पांच छह छः सात आठ नौ दस ग्यारह बारह तेरह चौदह पंद्रह सोलह "
+        "सत्रह अठारह उन्नीस बीस तीस चालीस पचास साठ सत्तर अस्सी नब्बे सौ हज़ार हजार लाख करोड़ "
+        "पहला पहली दूसरा दूसरी तीसरा तीसरी चौथा चौथी आधा आधी दर्जन"
+    ),
+    function_words=frozenset(),
+    dangling=_words("में से का की के को ने पर और तक लिए या कि एक भी तो ही"),
 )
 
-_MAX_FILLER = 12
+_BANKS: dict[str, _Bank] = {"en": _EN, "hi": _HI}
 # Languages that end a sentence with a danda when the teller left it open.
 _DANDA_LANGUAGES = frozenset({"hi-IN", "bn-IN", "pa-IN", "od-IN"})
+_MIN_FILL = 4  # the shortest connective sentence drawn in order; shorter ones are `tiny`
+_FRAGMENT_WORDS = 6  # at most this many of the teller's words quoted for continuity
+_NOTE_BEFORE = 200  # in section 1 the offline note comes within this many words
+_OPENER_ROOM = 40  # an opening connective only when the section has this much to fill
+_CLOSER_ROOM = 20
+_TOLERANCE = 0.05  # the flow's length check: revise leaves a text this close alone
+_QUOTE_MARKS = '"“”‘’«»()[]'
+_STOPS = ".,;:!?।॥…"
+
+
+def _bank_key(language: str) -> str:
+    # Other languages keep English connective sentences around the teller's own words.
+    return "hi" if language == "hi-IN" else "en"
 
 
 def _bank(language: str) -> _Bank:
-    # Other languages keep English connective sentences around the teller's own words.
-    return _HI if language == "hi-IN" else _EN
+    return _BANKS[_bank_key(language)]
 
 
 def _stop(language: str) -> str:
     return "।" if language in _DANDA_LANGUAGES else "."
 
 
+def _notes() -> frozenset[str]:
+    return frozenset(
+        note for b in _BANKS.values() for note in (b.note_life, b.note_creative, b.note_short)
+    )
+
+
+_NOTES = _notes()
+
+
 def _template_sentences() -> frozenset[str]:
-    found: set[str] = set()
-    for bank in (_EN, _HI):
-        found.update((bank.note_life, bank.note_creative, bank.note_short))
-        found.update(bank.openers + bank.closers + bank.fillers)
+    """Every sentence the bank can produce (continuity sentences aside: see _CONTINUITY)."""
+    found: set[str] = set(_NOTES)
+    for bank in _BANKS.values():
+        found.update(bank.general + bank.tiny + bank.endings)
+        found.update(bank.plain_openers + bank.plain_closers)
         for group in (*bank.tone.values(), *bank.audience.values()):
             found.update(group)
+        for tone in Tone:
+            for audience in Audience:
+                found.update(bank.combinations(tone, audience))
     return frozenset(found)
 
 
 _TEMPLATES = _template_sentences()
+# The continuity sentences, whatever the teller's words quoted in them.
+_CONTINUITY = tuple(
+    re.compile(re.escape(template).replace(re.escape("{f}"), ".+?"))
+    for bank in _BANKS.values()
+    for template in bank.openers + bank.closers
+)
 
 
-def _fill(bank: _Bank, rng: random.Random, words: int, tone: Tone, audience: Audience) -> list[str]:
-    """Connective sentences adding up to exactly `words` words."""
-    out: list[str] = []
-    pool: list[str] = []
-    left = words
-    while left > 2 * _MAX_FILLER:
-        if not pool:
-            # Tone and audience first; the longer neutral fillers only widen the variety.
-            pool = [*bank.tone[tone], *bank.audience[audience]]
-            pool += [f for f in bank.fillers if _word_count(f) >= 6]
-            rng.shuffle(pool)
-        sentence = pool.pop()
-        size = _word_count(sentence)
-        if size <= left - 2:
-            out.append(sentence)
+def _is_template(sentence: str) -> bool:
+    return sentence in _TEMPLATES or any(p.fullmatch(sentence) for p in _CONTINUITY)
+
+
+def _shuffled(items: Sequence[str], *seed: str) -> list[str]:
+    pool = list(items)
+    _rng(*seed).shuffle(pool)
+    return pool
+
+
+@functools.lru_cache(maxsize=256)
+def _sequence(
+    bank_key: str, story_id: str, tone: Tone, audience: Audience, slot: int, of: int
+) -> tuple[str, ...]:
+    """The connective sentences of one section, in the order it uses them.
+
+    Every section of a book shuffles the same sentences the same way (the seed is the
+    story, not the section) and takes every of-th one from its own slot, so no two
+    sections share a sentence: sections are written apart, from their own briefs, and
+    still a book repeats a sentence only when one section needs more than all of its
+    share (then its own, once more). Hand-written sentences come first, tone, general
+    and audience in turn; then the starter-and-clause sentences, a round of different
+    clauses at a time so the same clause does not come back soon.
+    """
+    bank = _BANKS[bank_key]
+    seed = (story_id, bank_key, tone.value, audience.value)
+
+    def share(name: str, items: Sequence[str]) -> list[str]:
+        return _shuffled(items, "bank", name, *seed)[slot::of]
+
+    tone_share = iter(share("tone", bank.tone[tone]))
+    general = iter(share("general", bank.general))
+    audience_share = iter(share("audience", bank.audience[audience]))
+    pattern = (tone_share, general, audience_share, general)
+    order: list[str] = []
+    while True:
+        drawn = [s for s in (next(stream, None) for stream in pattern) if s is not None]
+        if not drawn:
+            break
+        order += drawn
+    written = {s for group in (*bank.tone.values(), *bank.audience.values()) for s in group}
+    written.update(bank.general)
+    combos = [s for s in bank.combinations(tone, audience) if s not in written]
+    mine = _shuffled(combos, "combos", *seed)[slot::of]
+    rounds: list[list[str]] = []
+    seen: dict[str, int] = {}
+    for sentence in mine:
+        clause = _parts(bank, sentence)[1]
+        n = seen.get(clause, 0)
+        seen[clause] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(sentence)
+    # Within each round, no two sentences in a row open with the same starter.
+    spread: list[str] = []
+    for sentences in rounds:
+        pending = list(sentences)
+        while pending:
+            before = _parts(bank, spread[-1])[0] if spread else None
+            pick = next((k for k, s in enumerate(pending) if _parts(bank, s)[0] != before), 0)
+            spread.append(pending.pop(pick))
+    return tuple(order + spread)
+
+
+def _parts(bank: _Bank, sentence: str) -> tuple[str, str]:
+    """The starter and the clause a starter-and-clause sentence was made from."""
+    body = sentence.removesuffix(bank.stop)
+    for starter in bank.starters:
+        if starter and body.startswith(starter + " "):
+            return starter, body[len(starter) + 1 :]
+    return "", body[:1].lower() + body[1:]
+
+
+class _Connectives:
+    """A section's connective sentences, drawn in its own order to an exact word count.
+
+    `present` are sentences already in the text: they count as used, so a revision or
+    a proofread adds sentences the section does not have yet.
+    """
+
+    def __init__(self, brief: SectionBrief, present: Sequence[str] = ()) -> None:
+        self.bank = _bank(brief.language)
+        of = max(1, brief.of)
+        slot = (brief.position - 1) % of
+        key = _bank_key(brief.language)
+        self.order = _sequence(key, brief.story_id, brief.tone, brief.audience, slot, of)
+        self.sizes = [_word_count(s) for s in self.order]
+        self.largest = max(self.sizes)
+        self.uses: dict[str, int] = {}
+        for sentence in present:
+            self.uses[sentence] = self.uses.get(sentence, 0) + 1
+        self.cursor = 0
+        self.position = brief.position
+
+    def _use(self, sentence: str) -> str:
+        self.uses[sentence] = self.uses.get(sentence, 0) + 1
+        return sentence
+
+    def _ranked(self) -> list[int]:
+        """Indexes of the order, the least used first, then the next in order first."""
+        n = len(self.order)
+        return sorted(
+            range(n), key=lambda i: (self.uses.get(self.order[i], 0), (i - self.cursor) % n)
+        )
+
+    def _finish(self, words: int, *, fresh: bool) -> list[str] | None:
+        """Exactly `words` words in one, two or three sentences (the fewest that do it);
+        fresh: only sentences not used yet (in this pass). None if there are none such."""
+        ranked = self._ranked()
+        allowed = self.cursor // len(self.order)  # uses a sentence may already have
+
+        def split(left: int, count: int, taken: frozenset[int], fresh: bool) -> list[int] | None:
+            tried: set[int] = set()
+            for i in ranked:
+                size = self.sizes[i]
+                if i in taken or size in tried:
+                    continue
+                if fresh and self.uses.get(self.order[i], 0) > allowed:
+                    continue
+                if count == 1:
+                    if size == left:
+                        return [i]
+                    continue
+                if size > left - _MIN_FILL:
+                    continue
+                tried.add(size)
+                rest = split(left - size, count - 1, taken | {i}, fresh)
+                if rest is not None:
+                    return [i, *rest]
+            return None
+
+        for count in (1, 2, 3):
+            found = split(words, count, frozenset(), fresh)
+            if found is not None:
+                return [self._use(self.order[i]) for i in found]
+        return None
+
+    def _tiny(self, words: int) -> list[str]:
+        """`words` words (at most a handful) in very short sentences, picked by position
+        so that sections of one book reach for different ones."""
+        by_size: dict[int, list[str]] = {}
+        for sentence in self.bank.tiny:
+            by_size.setdefault(_word_count(sentence), []).append(sentence)
+        out: list[str] = []
+        left = words
+        turn = self.position
+        while left > 0:
+            size = min(left, max(by_size))
+            options = by_size[size]
+            out.append(self._use(options[turn % len(options)]))
             left -= size
-    # The rest (at most 24 words) in one or two sentences of exactly the right lengths,
-    # of different lengths where possible so the same sentence does not come twice.
-    sizes = [left] if left <= _MAX_FILLER else [left - left // 2, left // 2]
-    if len(sizes) == 2 and sizes[0] == sizes[1] < _MAX_FILLER:
-        sizes = [sizes[0] + 1, sizes[1] - 1]
-    for size in sizes:
-        if size > 0:
-            fresh = [f for f in bank.fillers_of(size) if f not in out]
-            out.append(rng.choice(fresh or bank.fillers_of(size)))
-    return out
+            turn += 1
+        return out
+
+    def take(self, words: int) -> list[str]:
+        """Sentences adding up to exactly `words` words, in this section's order.
+
+        In order while much is left; the last few dozen words in the fewest sentences
+        that fit exactly; only a remainder under _MIN_FILL words takes tiny sentences.
+        """
+        out: list[str] = []
+        left = words
+        n = len(self.order)
+        idle = 0
+        while left > 0:
+            if left < _MIN_FILL:
+                out += self._tiny(left)
+                break
+            if left <= 3 * self.largest:
+                finish = self._finish(left, fresh=True)
+                if finish is not None:
+                    out += finish
+                    break
+            index = self.cursor % n
+            passes = self.cursor // n  # later passes allow a sentence once more each
+            sentence, size = self.order[index], self.sizes[index]
+            self.cursor += 1
+            if size <= left - _MIN_FILL and self.uses.get(sentence, 0) <= passes:
+                out.append(self._use(sentence))
+                left -= size
+                idle = 0
+            else:
+                idle += 1
+                if idle > 2 * n:  # nothing unused fits what is left: use a sentence again
+                    out += self._finish(left, fresh=False) or self._tiny(left)
+                    break
+        return out
 
 
-def _append(paragraphs: list[list[str]], sentences: list[str], rng: random.Random) -> None:
-    """Add sentences at the end, starting a new paragraph when the last one grows long."""
-    if not paragraphs:
-        paragraphs.append([])
-    limit = rng.randint(60, 90)
-    for sentence in sentences:
-        if _word_count(" ".join(paragraphs[-1])) >= limit:
-            paragraphs.append([])
-            limit = rng.randint(60, 90)
-        paragraphs[-1].append(sentence)
-
-
-def _within(words: int, target: int) -> bool:
-    return abs(words - target) <= 0.02 * target
+# ---------------------------------------------------------------------------------------
+# The teller's material, and continuity
 
 
 @dataclass(frozen=True)
@@ -445,8 +1214,131 @@ class _Item:
     new_memory: bool = False
 
 
+def _memory(brief: SectionBrief) -> list[_Item]:
+    """The teller's sentences, each ended, marking where a memory (a paragraph) begins."""
+    stop = _stop(brief.language)
+    out: list[_Item] = []
+    for block in re.split(r"\n\s*\n", brief.material):
+        for i, sentence in enumerate(_sentences(block)):
+            out.append(_Item(_terminated(sentence, stop), new_memory=i == 0))
+    return out
+
+
+def _key(sentence: str) -> str:
+    """A sentence compared loosely: a proofread may change its case, spacing or stop."""
+    return " ".join(sentence.casefold().split()).rstrip(_STOPS + _CLOSERS + " ")
+
+
+def _quotable(bank: _Bank, sentence: str) -> str:
+    """The opening words of a sentence that can be quoted without quoting a fact.
+
+    Stops at a digit, a number word, a capitalised word (a name or a place; a capitalised
+    first word only if it is a common one, "My", "We"), a quotation mark or a clause
+    break, and never ends on a word that leaves the quote hanging ("in", "the"). Fewer
+    than three words: nothing.
+    """
+    taken: list[str] = []
+    for i, token in enumerate(sentence.split()[:_FRAGMENT_WORDS]):
+        core = token.strip(_STOPS)
+        if not core or any(ch in _QUOTE_MARKS or ch in ";:!?" for ch in token):
+            break
+        if any(ch.isdigit() for ch in core):
+            break
+        lowered = core.casefold()
+        if any(part in bank.number_words for part in re.split(r"[-‐–]", lowered)):
+            break
+        capital = core[:1] != core[:1].lower()
+        if capital and core != "I" and not (i == 0 and lowered in bank.function_words):
+            break
+        taken.append(token)
+        if token.rstrip(_CLOSERS)[-1:] in tuple(".!?।॥…"):
+            break  # the sentence ended
+    while taken and taken[-1].strip(_STOPS).casefold() in bank.dangling:
+        taken.pop()
+    if len(taken) < 3:
+        return ""
+    taken[-1] = taken[-1].rstrip(_STOPS)
+    return " ".join(taken)
+
+
+def _fragment(bank: _Bank, text: str, *, last: bool) -> str:
+    """A quotable fragment of the neighbour's memory: from its last sentences (the story
+    came from there) or its first (the story goes there)."""
+    sentences = _sentences(" ".join(text.split()))
+    for sentence in reversed(sentences) if last else sentences:
+        fragment = _quotable(bank, sentence)
+        if fragment:
+            return fragment
+    return ""
+
+
+def _opener(brief: SectionBrief, bank: _Bank, rng: random.Random) -> str:
+    fragment = _fragment(bank, brief.came_before, last=True)
+    if fragment:
+        return rng.choice(bank.openers).format(f=fragment)
+    return bank.plain_openers[(brief.position - 1) % len(bank.plain_openers)]
+
+
+def _closer(brief: SectionBrief, bank: _Bank, rng: random.Random) -> str:
+    if brief.position >= brief.of:
+        return rng.choice(bank.endings)
+    fragment = _fragment(bank, brief.comes_next, last=False)
+    if fragment:
+        return rng.choice(bank.closers).format(f=fragment)
+    return bank.plain_closers[(brief.position - 1) % len(bank.plain_closers)]
+
+
+def _note_after(memory: Sequence[_Item]) -> int:
+    """The index of the teller's sentence the offline note follows in section 1.
+
+    After all of them when they are short, so the teller's words run unbroken; else at
+    the last memory boundary (or, failing that, sentence) within _NOTE_BEFORE words, so
+    the note stays on the book's first page.
+    """
+    ends: list[int] = []
+    total = 0
+    for item in memory:
+        total += _word_count(item.sentence)
+        ends.append(total)
+    if not memory or total <= _NOTE_BEFORE:
+        return len(memory) - 1
+    fitting = [i for i, end in enumerate(ends) if end <= _NOTE_BEFORE]
+    boundaries = [i for i in fitting if i + 1 < len(memory) and memory[i + 1].new_memory]
+    return (boundaries or fitting or [0])[-1]
+
+
+def _append(paragraphs: list[list[str]], sentences: Sequence[str], rng: random.Random) -> None:
+    """Connective sentences at the end, in paragraphs of their own of 50 to 90 words."""
+    if not sentences:
+        return
+    paragraphs.append([])
+    size, limit = 0, rng.randint(50, 90)
+    for sentence in sentences:
+        if paragraphs[-1] and size >= limit:
+            paragraphs.append([])
+            size, limit = 0, rng.randint(50, 90)
+        paragraphs[-1].append(sentence)
+        size += _word_count(sentence)
+
+
+def _within(words: int, target: int, tolerance: float = _TOLERANCE) -> bool:
+    return abs(words - target) <= tolerance * target
+
+
+def _worth_filling(words: int, target: int) -> bool:
+    # Under _MIN_FILL words only tiny sentences fit: not worth it when the text is
+    # already within the tolerance without them.
+    return words > 0 and (words >= _MIN_FILL or words > _TOLERANCE * target)
+
+
 class OfflineWriter:
-    """Writes deterministically from the teller's own sentences; says in the book it did."""
+    """Writes deterministically from the teller's own sentences; says in the book it did.
+
+    A section is the teller's material, every sentence once and in order, first; then
+    connective sentences to the target length. The connectives come from the bank in an
+    order shared by the book's sections (see _sequence), so sections written apart
+    still do not repeat each other.
+    """
 
     name = "offline-writer"
 
@@ -455,123 +1347,97 @@ class OfflineWriter:
         return "ready (deterministic, no network)"
 
     def write_section(self, brief: SectionBrief) -> Written:
-        """Write exactly brief.target_words words from the material and connective sentences."""
+        """brief.target_words words: the teller's words, then connective sentences.
+
+        The teller's sentences are never dropped: when they (with section 1's note) are
+        longer than the target, the text is just them, longer than asked.
+        """
         bank = _bank(brief.language)
         rng = _rng("write", repr(brief))
         target = brief.target_words
-        items: list[_Item] = []
+        memory = _memory(brief)
+        free = target - sum(_word_count(i.sentence) for i in memory)
+        note = ""
         if brief.position == 1:
             note = bank.note_life if brief.kind == "life" else bank.note_creative
-            if target < 4 * _word_count(note):
+            if free < _word_count(note) + _CLOSER_ROOM:
                 note = bank.note_short
-            items.append(_Item(note))
-        budget = target - sum(_word_count(i.sentence) for i in items)
-        memory = self._memory(brief)
-        kept: list[_Item] = []
-        free = budget
-        for item in memory:
-            # Material longer than the budget: as many sentences as fit, in order.
-            if _word_count(item.sentence) <= free:
-                kept.append(item)
-                free -= _word_count(item.sentence)
-        if memory and not kept and budget > 0:
-            kept = [_Item(_first_words(memory[0].sentence, budget, bank.stop), True)]
-            free = budget - _word_count(kept[0].sentence)
-        opener: list[str] = []
-        closer: list[str] = []
-        if free >= 40:
-            opener, closer = [rng.choice(bank.openers)], [rng.choice(bank.closers)]
-            free -= _word_count(opener[0]) + _word_count(closer[0])
-        middle = _fill(bank, rng, max(free, 0), brief.tone, brief.audience)
-        items += [_Item(s) for s in opener]
-        items += self._weave(kept, middle)
-        items += [_Item(s) for s in closer]
-        return Written(self._layout(items, rng), _usage())
+            free -= _word_count(note)
+        opener = closer = ""
+        if brief.position > 1 and free >= _OPENER_ROOM:
+            opener = _opener(brief, bank, rng)
+            free -= _word_count(opener)
+        if free >= _CLOSER_ROOM:
+            closer = _closer(brief, bank, rng)
+            free -= _word_count(closer)
+        tail = _Connectives(brief).take(free) if _worth_filling(free, target) else []
 
-    @staticmethod
-    def _memory(brief: SectionBrief) -> list[_Item]:
-        stop = _stop(brief.language)
-        out: list[_Item] = []
-        for block in re.split(r"\n\s*\n", brief.material):
-            for i, sentence in enumerate(_sentences(block)):
-                out.append(_Item(_terminated(sentence, stop), new_memory=i == 0))
-        return out
-
-    @staticmethod
-    def _weave(memory: list[_Item], connectives: list[str]) -> list[_Item]:
-        # Connectives go between units of up to three of the teller's sentences, never
-        # inside one, spread evenly from before the first unit to after the last.
-        units: list[list[_Item]] = []
-        for item in memory:
-            if item.new_memory or not units or len(units[-1]) == 3:
-                units.append([])
-            units[-1].append(item)
-        slots: list[list[_Item]] = [[] for _ in range(len(units) + 1)]
-        for j, sentence in enumerate(connectives):
-            slot = min(len(slots) - 1, int((j + 0.5) * len(slots) / len(connectives)))
-            slots[slot].append(_Item(sentence))
-        woven: list[_Item] = list(slots[0])
-        for unit, after in zip(units, slots[1:], strict=True):
-            woven += unit + after
-        return woven
-
-    @staticmethod
-    def _layout(items: list[_Item], rng: random.Random) -> str:
-        paragraphs: list[list[str]] = [[]]
-        size, limit = 0, rng.randint(50, 90)
-        for item in items:
-            if paragraphs[-1] and (size >= limit or (item.new_memory and size >= 30)):
+        paragraphs: list[list[str]] = [[opener] if opener else []]
+        after = _note_after(memory) if note else -1
+        for index, item in enumerate(memory):
+            if item.new_memory and any(s != opener for s in paragraphs[-1]):
                 paragraphs.append([])
-                size, limit = 0, rng.randint(50, 90)
             paragraphs[-1].append(item.sentence)
-            size += _word_count(item.sentence)
-        return _join(paragraphs)
-
-    def adjust_length(self, brief: SectionBrief, text: str) -> Written:
-        """Trim at sentence ends or pad with connective sentences to brief.target_words."""
-        target = brief.target_words
-        if _within(_word_count(text), target):
-            return Written(text, _usage())
-        bank = _bank(brief.language)
-        rng = _rng("adjust", repr(brief), text)
-        paragraphs = _paragraphs(text)
-        words = sum(_word_count(s) for p in paragraphs for s in p)
-        if words > target:
-            words = self._trim(paragraphs, brief, words, target)
-        _append(paragraphs, _fill(bank, rng, target - words, brief.tone, brief.audience), rng)
+            if index == after and index + 1 < len(memory):
+                paragraphs += [[note], []]
+                note = ""
+        paragraphs = [p for p in paragraphs if p]
+        _append(paragraphs, [s for s in (note, *tail, closer) if s], rng)
         return Written(_join(paragraphs), _usage())
 
-    @staticmethod
-    def _trim(paragraphs: list[list[str]], brief: SectionBrief, words: int, target: int) -> int:
-        """Drop sentences from the end until the text fits; returns the words left."""
-        memory = {" ".join(s.split()) for s in _sentences(brief.material)}
+    def revise(self, brief: SectionBrief, text: str, revision: Revision) -> Written:
+        """The text with revision.remove taken out, revision.restore and revision.quotes
+        put back, at revision.target_words words.
 
-        def is_memory(sentence: str) -> bool:
-            return sentence in memory or sentence.rstrip(_TERMINALS) in memory
+        Only connective sentences are taken out (the teller's words are the truth the
+        check compares against); a missing fact or quote comes back as the teller's
+        sentence that carries it, in the teller's order. A text already within 5% of
+        the target with nothing to fix is returned as it is.
+        """
+        paragraphs = _paragraphs(text)
+        material = [item.sentence for item in _memory(brief)]
+        index: dict[str, int] = {}
+        for i, sentence in enumerate(material):
+            index.setdefault(_key(sentence), i)
 
-        places = [(p, s) for p in range(len(paragraphs)) for s in range(len(paragraphs[p]))]
-        # Connective sentences go first, the teller's sentences only if they must; the
-        # offline note (the first sentence of section 1) stays.
-        protected = {places[0]} if brief.position == 1 and places else set()
-        order = [x for x in reversed(places) if not is_memory(paragraphs[x[0]][x[1]])]
-        order += [x for x in reversed(places) if is_memory(paragraphs[x[0]][x[1]])]
-        dropped: set[tuple[int, int]] = set()
-        for place in order:
-            if words <= target:
-                break
-            if place in protected:
+        def teller(sentence: str) -> bool:
+            return sentence in _NOTES or _key(sentence) in index
+
+        changed = False
+        for item in revision.remove:
+            if not item.strip():
                 continue
-            dropped.add(place)
-            words -= _word_count(paragraphs[place[0]][place[1]])
-        kept = [
-            [s for i, s in enumerate(p) if (n, i) not in dropped] for n, p in enumerate(paragraphs)
-        ]
-        paragraphs[:] = [p for p in kept if p]
-        if words > target and paragraphs:
-            # Only the note is left and it is too long on its own: cut it at a word.
-            paragraphs[:] = [[_first_words(" ".join(paragraphs[0]), target, _stop(brief.language))]]
-            words = _word_count(paragraphs[0][0])
-        return words
+            naming = re.compile(r"(?<!\w)" + re.escape(" ".join(item.split())) + r"(?!\w)")
+            for paragraph in paragraphs:
+                kept = [s for s in paragraph if teller(s) or not naming.search(s)]
+                changed |= len(kept) != len(paragraph)
+                paragraph[:] = kept
+        paragraphs = [p for p in paragraphs if p]
+        for item in (*revision.restore, *revision.quotes):
+            wanted = " ".join(item.split())
+            if not wanted or wanted in " ".join(" ".join(p) for p in paragraphs):
+                continue
+            for i in _carrying(material, wanted):
+                changed |= _put_back(paragraphs, material, index, i)
+
+        target = revision.target_words
+        words = sum(_word_count(s) for p in paragraphs for s in p)
+        if not changed and _within(words, target):
+            return Written(text, _usage())
+        rng = _rng("revise", repr(brief), text, repr(revision))
+        words = _trim(paragraphs, teller, words, target)
+        left = target - words
+        if _worth_filling(left, target):
+            present = [s for p in paragraphs for s in p]
+            extra = _Connectives(brief, present).take(left)
+            # Before a closing connective, so the section still ends where it ended.
+            last = paragraphs[-1][-1] if paragraphs else ""
+            if last and not teller(last) and _closes(last):
+                paragraphs[-1].pop()
+                paragraphs[:] = [p for p in paragraphs if p]
+                extra.append(last)
+            _extend(paragraphs, extra, rng)
+        return Written(_join(paragraphs), _usage())
 
     def proofread(self, brief: SectionBrief, text: str) -> Written:
         """Fix spacing, capitals, doubled words and end punctuation; keep the length."""
@@ -584,8 +1450,8 @@ class OfflineWriter:
         after = sum(_word_count(p) for p in fixed)
         if before - after > 0.01 * before:
             # Removing many doubled words would shorten the page: give the words back.
-            rng = _rng("proofread", repr(brief), text)
-            extra = _fill(_bank(brief.language), rng, before - after, brief.tone, brief.audience)
+            present = [s for p in fixed for s in _sentences(p)]
+            extra = _Connectives(brief, present).take(before - after)
             fixed[-1] = " ".join([fixed[-1], *extra])
         return Written("\n\n".join(fixed), _usage())
 
@@ -597,6 +1463,98 @@ class OfflineWriter:
             f"{_key_sentence(page_text) or title}. Style: {look}."
         )
         return IllustrationPlan(prompt=prompt, usage=_usage())
+
+
+_CLOSING = frozenset(s for b in _BANKS.values() for s in b.endings + b.plain_closers)
+_CLOSING_PATTERNS = tuple(
+    re.compile(re.escape(template).replace(re.escape("{f}"), ".+?"))
+    for bank in _BANKS.values()
+    for template in bank.closers
+)
+
+
+def _closes(sentence: str) -> bool:
+    """Whether a sentence is one that ends a section (a continuity closer, an ending)."""
+    return sentence in _CLOSING or any(p.fullmatch(sentence) for p in _CLOSING_PATTERNS)
+
+
+def _extend(paragraphs: list[list[str]], sentences: Sequence[str], rng: random.Random) -> None:
+    """Connective sentences at the end: first topping up a last paragraph made of the
+    bank's sentences (never one with the teller's words), then in paragraphs of their own."""
+    rest = list(sentences)
+    if paragraphs and all(_is_template(s) for s in paragraphs[-1]):
+        size = sum(_word_count(s) for s in paragraphs[-1])
+        while rest and size < 70:
+            size += _word_count(rest[0])
+            paragraphs[-1].append(rest.pop(0))
+    _append(paragraphs, rest, rng)
+
+
+def _carrying(material: Sequence[str], wanted: str) -> list[int]:
+    """The indexes of the teller's sentences that carry `wanted`: one sentence, or the
+    fewest consecutive ones (a quote may run over a sentence break); none if the teller
+    never said it (then nothing is put back: the writer invents nothing)."""
+    flat = [" ".join(s.split()) for s in material]
+    for i, sentence in enumerate(flat):
+        if wanted in sentence:
+            return [i]
+    for size in range(2, min(len(flat), 6) + 1):
+        for i in range(len(flat) - size + 1):
+            if wanted in " ".join(flat[i : i + size]):
+                return list(range(i, i + size))
+    return []
+
+
+def _put_back(
+    paragraphs: list[list[str]], material: Sequence[str], index: dict[str, int], i: int
+) -> bool:
+    """Make the teller's sentence i appear as the teller wrote it; whether anything changed.
+
+    A sentence that is there in another form (a proofread changed its case or stop) is
+    replaced; a missing one goes after the last of the teller's sentences before it.
+    """
+    places = [(p, s) for p in range(len(paragraphs)) for s in range(len(paragraphs[p]))]
+    for p, s in places:
+        if index.get(_key(paragraphs[p][s])) == i:
+            if paragraphs[p][s] == material[i]:
+                return False
+            paragraphs[p][s] = material[i]
+            return True
+    earlier = [(p, s) for p, s in places if index.get(_key(paragraphs[p][s]), i) < i]
+    later = [(p, s) for p, s in places if index.get(_key(paragraphs[p][s]), -1) > i]
+    if earlier:
+        p, s = earlier[-1]
+        paragraphs[p].insert(s + 1, material[i])
+    elif later:
+        p, s = later[0]
+        paragraphs[p].insert(s, material[i])
+    elif paragraphs:
+        paragraphs[0].insert(0, material[i])
+    else:
+        paragraphs.append([material[i]])
+    return True
+
+
+def _trim(paragraphs: list[list[str]], keep: Callable[[str], bool], words: int, target: int) -> int:
+    """Drop connective sentences until the text fits; returns the words left.
+
+    From the end backwards, the section's first and last sentences (its opening and
+    closing connectives) last of all; the teller's sentences and the note never.
+    """
+    places = [(p, s) for p in range(len(paragraphs)) for s in range(len(paragraphs[p]))]
+    droppable = [x for x in places if not keep(paragraphs[x[0]][x[1]])]
+    edges = {places[0], places[-1]} if places else set()
+    order = [x for x in reversed(droppable) if x not in edges]
+    order += [x for x in reversed(droppable) if x in edges]
+    dropped: set[tuple[int, int]] = set()
+    for place in order:
+        if words <= target:
+            break
+        dropped.add(place)
+        words -= _word_count(paragraphs[place[0]][place[1]])
+    kept = [[s for j, s in enumerate(p) if (n, j) not in dropped] for n, p in enumerate(paragraphs)]
+    paragraphs[:] = [p for p in kept if p]
+    return words
 
 
 _STYLE_WORDS: dict[ImageStyle, tuple[str, str]] = {
@@ -617,7 +1575,7 @@ _STYLE_WORDS: dict[ImageStyle, tuple[str, str]] = {
 
 def _key_sentence(text: str) -> str:
     """The page's most telling sentence: the longest one that is not a template."""
-    sentences = [s for s in _sentences(text) if s not in _TEMPLATES and "storyloom" not in s]
+    sentences = [s for s in _sentences(text) if not _is_template(s) and "storyloom" not in s]
     fitting = [s for s in sentences if _word_count(s) <= 40]
     pool = fitting or sentences
     if not pool:

@@ -15,6 +15,7 @@ from storyloom.models import (
     Page,
     Story,
     Usage,
+    WritingReport,
 )
 
 GenerationStatus = Literal["running", "complete", "failed", "cancelled"]
@@ -68,6 +69,7 @@ class StoryBook(_Record):
     banner_url: str | None
     thumbnail_url: str | None
     usage: list[Usage]  # one entry per provider, summed
+    writing: WritingReport | None = None  # how the text was written; None before writing
     created_at: datetime
     finished_at: datetime | None
 

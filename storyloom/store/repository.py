@@ -30,6 +30,7 @@ from storyloom.models import (
     LifeStory,
     Page,
     Usage,
+    WritingReport,
 )
 from storyloom.store import migrator
 from storyloom.store.engine import create_store_engine, reader
@@ -227,6 +228,7 @@ class StoryStore:
                     base_generation_id=source,
                     error=None,
                     usage=[],
+                    writing=None,
                     banner_url=None,
                     thumbnail_url=None,
                     created_at=_now(),
@@ -238,6 +240,10 @@ class StoryStore:
                 assert source is not None  # checked above
                 _copy_outputs(session, output, source, generation_id)
                 _copy_media_links(session, output, source, generation_id)
+                if output == "pages":
+                    # The record of how the pages were written goes with them.
+                    row = _generation_row(session, generation_id)
+                    row.writing = _generation_row(session, source).writing
         return generation_id
 
     def adopt_generation(self, generation_id: str, flow_run_id: str) -> None:
@@ -280,6 +286,11 @@ class StoryStore:
                 )
             )
             _insert(session, AudioChapterRow, generation_id, chapters)
+
+    def save_writing(self, generation_id: str, report: WritingReport) -> None:
+        """Keep how the generation's text was written (outline, ledger, flags, figures)."""
+        with self._write.begin() as session:
+            _running(session, generation_id).writing = report.model_dump(mode="json")
 
     def add_usage(self, generation_id: str, usages: list[Usage]) -> None:
         """Add what provider calls cost to the generation, summed per provider."""
@@ -890,6 +901,9 @@ def _book(session: Session, story: StoryRow, generation: GenerationRow) -> Story
         banner_url=generation.banner_url,
         thumbnail_url=generation.thumbnail_url,
         usage=[Usage.model_validate(u) for u in generation.usage],
+        writing=None if generation.writing is None else WritingReport.model_validate(
+            generation.writing
+        ),
         created_at=generation.created_at,
         finished_at=generation.finished_at,
     )

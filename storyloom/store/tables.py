@@ -106,6 +106,9 @@ class GenerationRow(Base):
     base_generation_id: Mapped[str | None] = mapped_column(String(36))
     error: Mapped[str | None] = mapped_column(Text)
     usage: Mapped[list[dict[str, Any]]]
+    # How the text was written (models.WritingReport): outline, fact ledger, flags for
+    # the teller's approval, length misses, precision and recall. None before writing.
+    writing: Mapped[dict[str, Any] | None]
     banner_url: Mapped[str | None] = mapped_column(Text)
     thumbnail_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -282,19 +282,19 @@ def test_sigterm_lets_a_running_run_finish_and_takes_no_new_one(
     deployment = deploy(client, "drain")
     # Set already, so the worker leaves it alone.
     worker = workers.start("drain", grace=60, STORYLOOM_API_LIMITS="false")
-    running = submit(client, deployment, tmp_path / "running", first_seconds=4)
+    running = submit(client, deployment, tmp_path / "running", first_seconds=12)
     wait_for("the first run to start", lambda: lines(tmp_path / "running.attempts"), 60, worker)
 
     worker.terminate()
     late = submit(client, deployment, tmp_path / "late")
-    late_at = time.monotonic()
+    # The worker was still there, finishing the first run, when the late one came in...
+    # (a fact checked here, not a timing guessed: on a loaded machine the submit can be slow)
+    still_running = worker.process.poll() is None
     assert worker.wait(60) == 0
+    assert still_running, worker.log()
 
     assert state_of(client.read_flow_run(running.id)).is_completed()
     assert json.loads((tmp_path / "running").read_text()) == {"attempt": 1, "api_limits": "false"}
-    # The worker kept polling for a while after the late run was submitted...
-    assert worker.exited_at is not None
-    assert worker.exited_at - late_at > 2, worker.log()
     # ...and did not take it.
     assert [s.type for s in history(client, late.id)] == [StateType.SCHEDULED]
     assert not lines(tmp_path / "late.attempts")

@@ -10,8 +10,33 @@ doctor` probes with) answers the model's resource, or 404 for a model not in `mo
 Key checks follow the real API: no key answers 403 PERMISSION_DENIED; a wrong key answers
 400 INVALID_ARGUMENT with an ErrorInfo detail whose reason is API_KEY_INVALID.
 
-Knobs: everything FakeState has (latency, fault schedule, call log, in flight), plus
-content outcomes queued with `block_next_prompt()` and `finish_next(reason)`.
+Prose answers read the prompt the way a model would, so the flow's checks have something
+real to check (the prompt formats are storyloom.prompts'; `prompt_kind` tells them apart):
+- section (`<material>` block, `Keep fact:` / `Keep verbatim:` lines, "about N words"):
+  the teller's material sentences, in order, woven with filler prose to exactly N words;
+  a listed fact or quote the material does not hold gets a sentence of its own.
+- revise (`<draft>` block): the draft with every `Remove:` item taken out (its sentence
+  dropped, or only the item when the sentence also holds a fact to keep), every
+  `Restore:` item put back (its material sentence, where the material places it), every
+  `Keep verbatim:` quote put back word for word, then fitted to the target: filler cut
+  first, then other text, and only as a last resort the words around the facts and
+  quotes (never those). Sections are fitted the same way.
+- continue ("Your answer was cut off"): the rest of the answer that was cut off (the
+  fake remembers what it cut), or filler of the words asked.
+- proofread (`<text>` block): the text unchanged. Anything else: deterministic prose of
+  "about N words". JSON answers fit their schema; image answers are real PNGs.
+
+Real models misbehave, so tests can make the fake do it, per prose call:
+`state.script_text(Misbehave.SHORT, {Misbehave.CUT, Misbehave.INVENT}, None, ...)` queues
+one behaviour per coming prose call (optionally only for a kind, or prompts containing a
+string); `state.text_behaviour = Misbehave.SHORT` (or `misbehave_always`) applies to
+every prose call the script does not cover. JSON and image calls never misbehave this
+way. Every answered request records its `kind`, the `behaviour` applied, the words asked
+and what DROP / ALTER_QUOTE changed; `state.kinds()` lists the kinds, in order.
+
+Other knobs: everything FakeState has (latency, fault schedule, call log, in flight),
+plus content outcomes queued with `block_next_prompt()` and `finish_next(reason)` (a
+MAX_TOKENS outcome on prose cuts it as Misbehave.CUT does).
 """
 
 from __future__ import annotations
@@ -24,9 +49,10 @@ import random
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -35,6 +61,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from storyloom.chapters import split_sentences
+from storyloom.writing import count_words
 from tests.fakes.server import FakeState, Fault, FaultMiddleware, serve
 
 STATUS_NAMES: dict[int, str] = {
@@ -102,6 +130,53 @@ _WORD_TEXT = (
     "school fees and the long train journey to the city where everything would change"
 )
 WORDS = _WORD_TEXT.split()
+# Filler sentences open with a common word, never a capitalised noun, so no checker of
+# names and places mistakes the fake's own padding for an invented fact.
+OPENERS = ("The", "Then", "And", "There", "So", "It")
+
+
+class Misbehave(StrEnum):
+    """One way a real model's prose answer goes wrong, for `GeminiState.script_text`.
+
+    Each is applied to the well-behaved answer for the prompt. Only SHORT, LONG and CUT
+    change the length: DROP and INVENT pad or trim filler to keep it, so a test of the
+    fact check is not also a test of the length check.
+    """
+
+    SHORT = "short"  # SHORT_SHARE of the length asked (40% under); filler goes first
+    LONG = "long"  # LONG_SHARE of the length asked (30% over), with filler
+    CUT = "cut"  # finishReason MAX_TOKENS, the text cut at a word about half way
+    INVENT = "invent"  # INVENTED_SENTENCE added in the middle
+    DROP = "drop"  # the material sentence holding the first fact left out
+    ALTER_QUOTE = "alter_quote"  # one word inside the first quoted passage changed
+
+
+# What a script may name for one call: one Misbehave, several, or None (behave).
+BehaviourLike = Misbehave | str | Iterable[Misbehave | str] | None
+
+SHORT_SHARE = 0.6
+LONG_SHARE = 1.3
+INVENTED_NAME = "Uncle Rupert"
+INVENTED_CITY = "Lisbon"
+INVENTED_YEAR = "1937"
+INVENTED = (INVENTED_NAME, INVENTED_CITY, INVENTED_YEAR)
+INVENTED_SENTENCE = f"{INVENTED_NAME} came back from {INVENTED_CITY} in {INVENTED_YEAR}."
+# ALTER_QUOTE puts ALTERED_WORD in place of the first word of three letters or more in
+# the quote (ALTERED_WORD_ELSE if that word already is ALTERED_WORD), keeping its case.
+ALTERED_WORD = "never"
+ALTERED_WORD_ELSE = "always"
+
+# The kinds of generateContent call (GeminiRequest.kind). Scripts act on prose kinds.
+PROSE_KINDS = frozenset({"section", "revise", "continue", "proofread", "text"})
+KINDS = PROSE_KINDS | {"plan", "image"}
+
+CONTINUE_PROMPT = re.compile(r"^\s*Your answer was cut off")
+SECTION_PROMPT = re.compile(r"<material>|^Write this section", re.M)
+QUOTED = re.compile(r'"([^"]+)"|\u201c([^\u201d]+)\u201d')
+_NUMBER = re.compile(r"\d+(?:[.,:/-]\d+)*")
+_PARAGRAPH = re.compile(r"\n[^\S\n]*\n\s*")
+_QUOTE_MARKS = "\"'\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_PUNCTUATION = ".,;:!?()[]{}\u2014\u2013-\u0964" + _QUOTE_MARKS
 
 
 def error_body(
@@ -185,6 +260,13 @@ class GeminiRequest:
     headers: dict[str, str]
     body: dict[str, Any]
     answer: dict[str, Any] = field(default_factory=dict)
+    # What the fake did with a prose call: the misbehaviour applied (empty: behaved), the
+    # words the prompt asked for, the facts DROP left out and the quote ALTER_QUOTE
+    # changed (as it was, as it became).
+    behaviour: frozenset[Misbehave] = frozenset()
+    asked_words: int | None = None
+    dropped: tuple[str, ...] = ()
+    altered: tuple[str, str] | None = None
 
     @property
     def usage(self) -> dict[str, int]:
@@ -211,6 +293,53 @@ class GeminiRequest:
         )
 
     @property
+    def last_prompt(self) -> str:
+        """The text of the last user turn: for a continuation, the request to go on."""
+        turns = [t for role, t in self.turns if role == "user"]
+        return turns[-1] if turns else ""
+
+    @property
+    def model_text(self) -> str:
+        """The text of the last model turn sent back (a continuation's text so far)."""
+        turns = [t for role, t in self.turns if role == "model"]
+        return turns[-1] if turns else ""
+
+    @property
+    def turns(self) -> list[tuple[str, str]]:
+        """(role, text) of every turn sent, in order."""
+        return [
+            (
+                str(content.get("role", "user")),
+                "".join(part.get("text", "") for part in content.get("parts", [])),
+            )
+            for content in self.body.get("contents", [])
+        ]
+
+    @property
+    def kind(self) -> str:
+        """What the call asks for: "section", "revise", "continue", "proofread", "text"
+        (other prose), "plan" (any JSON answer) or "image". Read from the body alone, so
+        it works on a middleware-logged call too: GeminiRequest("", "", {}, body).kind."""
+        config = self.generation_config
+        if "IMAGE" in [str(m).upper() for m in _get(config, "responseModalities") or []]:
+            return "image"
+        if str(_get(config, "responseMimeType") or "") == "application/json":
+            return "plan"
+        return prompt_kind(self.last_prompt)
+
+    @property
+    def answer_text(self) -> str:
+        """The text the fake answered with ("" for none)."""
+        candidates = self.answer.get("candidates") or [{}]
+        parts = (candidates[0].get("content") or {}).get("parts", [])
+        return "".join(part.get("text", "") for part in parts)
+
+    @property
+    def finish_reason(self) -> str:
+        candidates = self.answer.get("candidates") or [{}]
+        return str(candidates[0].get("finishReason", ""))
+
+    @property
     def inline_parts(self) -> list[dict[str, Any]]:
         """The inlineData parts sent (images) as {"mimeType", "data" (as sent), "bytes"}."""
         found = []
@@ -232,6 +361,37 @@ def b64(data: str) -> bytes:
     )
 
 
+@dataclass(frozen=True)
+class _Scripted:
+    """One queued behaviour and the calls it may apply to."""
+
+    behaviour: frozenset[Misbehave]
+    kinds: frozenset[str]
+    contains: str
+
+
+def as_behaviour(value: BehaviourLike) -> frozenset[Misbehave]:
+    """A script entry as a set of Misbehave: None or () behave; SHORT with LONG is an error."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):  # a Misbehave is a str too
+        found = frozenset({Misbehave(value)})
+    else:
+        found = frozenset(Misbehave(v) for v in value)
+    if {Misbehave.SHORT, Misbehave.LONG} <= found:
+        raise ValueError("a call cannot be both SHORT and LONG")
+    return found
+
+
+def _kinds(kind: str | Iterable[str] | None) -> frozenset[str]:
+    if kind is None:
+        return PROSE_KINDS
+    found = frozenset({kind}) if isinstance(kind, str) else frozenset(kind)
+    if not found <= PROSE_KINDS:
+        raise ValueError(f"scripts act on prose calls only ({sorted(PROSE_KINDS)}): {found}")
+    return found
+
+
 @dataclass
 class GeminiState(FakeState):
     """FakeState plus Gemini's content knobs and a race-free log of answered requests."""
@@ -245,7 +405,15 @@ class GeminiState(FakeState):
     image_text: str | None = "Here is the illustration you asked for."
     models: frozenset[str] | None = None  # None: any model id is known
     requests: list[GeminiRequest] = field(default_factory=list)
+    # Misbehaviour of prose answers: the queued script (script_text), then, for every
+    # prose call of text_behaviour_kinds the script does not cover, text_behaviour.
+    text_script: deque[_Scripted] = field(default_factory=deque)
+    text_behaviour: BehaviourLike = None
+    text_behaviour_kinds: frozenset[str] = PROSE_KINDS
     _content_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Full texts of answers the fake cut off (CUT, MAX_TOKENS), so a continuation can
+    # carry on with exactly the rest, as a real model would.
+    _cut_texts: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
     def block_next_prompt(self, times: int = 1) -> None:
         """The next calls answer 200 with promptFeedback.blockReason SAFETY, no candidates."""
@@ -261,6 +429,44 @@ class GeminiState(FakeState):
         with self._content_lock:
             self.image_outcomes.extend([reason] * times)
 
+    def script_text(
+        self,
+        *behaviours: BehaviourLike,
+        kind: str | Iterable[str] | None = None,
+        contains: str = "",
+    ) -> None:
+        """Queue one behaviour per coming prose call, in order.
+
+        Each entry is a Misbehave, several at once (a set or tuple), or None for a call
+        that behaves. An entry goes to the next prose call that writes text (a call
+        answered by a fault, a block or a safety stop does not take one; JSON and image
+        calls never do) and matches the filters: `kind` (one prose kind or several;
+        default all, continuations included) and `contains` (a substring of the
+        prompt, e.g. "Section 2 of 7" to reach one section among concurrent ones).
+        """
+        entries = [_Scripted(as_behaviour(b), _kinds(kind), contains) for b in behaviours]
+        with self._content_lock:
+            self.text_script.extend(entries)
+
+    def misbehave_always(
+        self, behaviour: BehaviourLike, kind: str | Iterable[str] | None = None
+    ) -> None:
+        """Every prose call (of `kind`, default all) the script does not cover behaves so,
+        until reset or a new call (None: behave)."""
+        checked = as_behaviour(behaviour)
+        kinds = _kinds(kind)
+        with self._content_lock:
+            self.text_behaviour = checked or None
+            self.text_behaviour_kinds = kinds
+
+    def prose_requests(self, kind: str | None = None) -> list[GeminiRequest]:
+        """The answered prose requests (of one kind), in order."""
+        return [r for r in self.requests if r.kind in PROSE_KINDS and kind in (None, r.kind)]
+
+    def kinds(self) -> list[str]:
+        """The kind of every answered request, in order (e.g. to count revisions)."""
+        return [r.kind for r in self.requests]
+
     def reset(self) -> None:
         super().reset()
         with self._content_lock:
@@ -269,12 +475,50 @@ class GeminiState(FakeState):
             self.requests.clear()
             self.image_text = "Here is the illustration you asked for."
             self.models = None
+            self.text_script.clear()
+            self.text_behaviour = None
+            self.text_behaviour_kinds = PROSE_KINDS
+            self._cut_texts.clear()
 
     def _next_outcome(self, image: bool = False) -> str:
         with self._content_lock:
             if image and self.image_outcomes:
                 return self.image_outcomes.popleft()
             return self.outcomes.popleft() if self.outcomes else "STOP"
+
+    def _next_behaviour(self, kind: str, prompt: str) -> frozenset[Misbehave]:
+        """The behaviour of the prose call being answered: the first matching script entry
+        (taken off the queue), else the persistent one, else none."""
+        with self._content_lock:
+            for i, entry in enumerate(self.text_script):
+                if kind in entry.kinds and entry.contains in prompt:
+                    del self.text_script[i]
+                    return entry.behaviour
+            if kind in self.text_behaviour_kinds:
+                return as_behaviour(self.text_behaviour)
+            return frozenset()
+
+    def _remember_cut(self, full: str) -> None:
+        with self._content_lock:
+            self._cut_texts.append(full)
+
+    def _rest_of(self, so_far: str) -> str | None:
+        """What followed `so_far` in an answer the fake cut off (None: not one of them).
+
+        Matched word by word, so however the client joined the parts, the words decide.
+        """
+        words = so_far.split()
+        if not words:
+            return None
+        with self._content_lock:
+            texts = list(self._cut_texts)
+        for full in reversed(texts):
+            tokens = list(re.finditer(r"\S+", full))
+            if len(tokens) > len(words) and all(
+                t.group() == w for t, w in zip(tokens, words, strict=False)
+            ):
+                return full[tokens[len(words) - 1].end() :]
+        return None
 
 
 def _get(obj: dict[str, Any], camel: str) -> Any:
@@ -381,9 +625,7 @@ def _usage(prompt_tokens: int, answer_tokens: int) -> dict[str, int]:
     }
 
 
-def _answer(
-    req: GeminiRequest, outcome: str, raw_size: int, image_text: str | None
-) -> dict[str, Any]:
+def _answer(req: GeminiRequest, outcome: str, raw_size: int, state: GeminiState) -> dict[str, Any]:
     """The 200 answer for one request and one queued outcome."""
     prompt_tokens = max(1, raw_size // 4)
     envelope: dict[str, Any] = {"modelVersion": req.model, "responseId": "fake-" + str(raw_size)}
@@ -405,9 +647,10 @@ def _answer(
         return envelope
 
     config = req.generation_config
-    modalities = [str(m).upper() for m in _get(config, "responseModalities") or []]
+    kind = req.kind
     parts: list[dict[str, Any]] = []
-    if "IMAGE" in modalities:
+    finish = outcome
+    if kind == "image":
         image_config = _get(config, "imageConfig") or {}
         png, _, _ = _image_png(
             req.prompt_text,
@@ -418,30 +661,511 @@ def _answer(
             png = png[: len(png) // 2]
         # Like the real models, a short text part may come before the image.
         answer_tokens = IMAGE_TOKENS
-        if image_text:
-            parts.append({"text": image_text})
-            answer_tokens += _tokens(image_text)
+        if state.image_text:
+            parts.append({"text": state.image_text})
+            answer_tokens += _tokens(state.image_text)
         data = base64.b64encode(png).decode()
         parts.append({"inlineData": {"mimeType": "image/png", "data": data}})
     else:
         schema = _get(config, "responseSchema") or _get(config, "responseJsonSchema")
-        if str(_get(config, "responseMimeType")) == "application/json" and schema:
+        if kind == "plan" and schema:
             # Seeded by the prompt: different requests get different (still valid) answers.
             text = json.dumps(from_schema(schema, seed=req.prompt_text), ensure_ascii=False)
+            if outcome == "MAX_TOKENS":
+                text = text[: len(text) // 2].rstrip(" .")
         else:
-            asked = ABOUT_WORDS.findall(req.prompt_text)
-            words = int(asked[-1]) if asked else 12
-            text = prose(words, req.prompt_text)
-        if outcome == "MAX_TOKENS":
-            # Cut mid-sentence at half, as a real output-token limit does.
-            text = text[: len(text) // 2].rstrip(" .")
+            behaviour = state._next_behaviour(kind, req.prompt_text)
+            if outcome == "MAX_TOKENS":  # finish_next("MAX_TOKENS") cuts prose as CUT does
+                behaviour |= {Misbehave.CUT}
+            req.behaviour = behaviour
+            text, finish = _write(req, behaviour, state)
         answer_tokens = _tokens(text)
         parts.append({"text": text})
     envelope["candidates"] = [
-        {"content": {"parts": parts, "role": "model"}, "finishReason": outcome, "index": 0}
+        {"content": {"parts": parts, "role": "model"}, "finishReason": finish, "index": 0}
     ]
     envelope["usageMetadata"] = _usage(prompt_tokens, answer_tokens)
     return envelope
+
+
+# ------------------------------------------------------------------ prose answers
+
+
+def prompt_kind(prompt: str) -> str:
+    """The kind of a prose prompt (storyloom.prompts' formats), from its text alone."""
+    if CONTINUE_PROMPT.match(prompt):
+        return "continue"
+    if "<draft>" in prompt:
+        return "revise"
+    if prompt.lstrip().startswith("Proofread"):
+        return "proofread"
+    if SECTION_PROMPT.search(prompt):
+        return "section"
+    return "text"
+
+
+def _block(name: str, text: str) -> str | None:
+    """The content of the first <name>...</name> block, trimmed (None: no such block)."""
+    match = re.search(rf"<{name}>(.*?)</{name}>", text, re.S)
+    return match.group(1).strip() if match else None
+
+
+def _lines(label: str, text: str) -> list[str]:
+    """The values of the lines `label: value`, in order, each once."""
+    found = re.findall(rf"^{re.escape(label)}:[ \t]*(\S.*?)[ \t]*$", text, re.M)
+    return list(dict.fromkeys(found))
+
+
+def unquote(value: str) -> str:
+    """A `Keep verbatim:` value without the one pair of quotation marks around it."""
+    if len(value) >= 2 and value[0] in '"\u201c\u201e\u00ab' and value[-1] in '"\u201d\u00bb':
+        return value[1:-1]
+    return value
+
+
+@dataclass
+class ParsedPrompt:
+    """What a prose prompt asks for, as the fake reads it."""
+
+    kind: str
+    asked: int | None  # the last "about N words"
+    material: list[str]  # the teller's material, as sentences
+    facts: list[str]  # `Keep fact:` lines
+    quotes: list[str]  # `Keep verbatim:` lines, without their quotation marks
+    remove: list[str]
+    restore: list[str]
+    draft: str  # a revise prompt's draft, or a proofread prompt's text
+
+
+def parse_prompt(req: GeminiRequest) -> ParsedPrompt:
+    """Read a prose request: the kind and length from its last user turn, the material,
+    facts and quotes from all of them (a continuation carries the original prompt)."""
+    last, everything = req.last_prompt, req.prompt_text
+    asked = ABOUT_WORDS.findall(last)
+    return ParsedPrompt(
+        kind=prompt_kind(last),
+        asked=int(asked[-1]) if asked else None,
+        material=split_sentences(_block("material", everything) or ""),
+        facts=_lines("Keep fact", everything),
+        quotes=[unquote(q) for q in _lines("Keep verbatim", everything)],
+        remove=_lines("Remove", last),
+        restore=_lines("Restore", last),
+        draft=_block("draft", last) or _block("text", last) or "",
+    )
+
+
+@dataclass
+class _Sentence:
+    text: str
+    rank: int = 0  # 0: filler, cut first; 1: other text; 2: holds a fact or quote, kept
+    breaks: bool = False  # a paragraph ends after it
+
+
+def _count(sentences: list[_Sentence]) -> int:
+    return sum(count_words(s.text) for s in sentences)
+
+
+def guess_facts(sentence: str) -> list[str]:
+    """Numbers, and capitalised words after a sentence's first: what a fact check would
+    take for names, places and dates when the prompt lists none."""
+    found = _NUMBER.findall(sentence)
+    for token in sentence.split()[1:]:
+        if token[0] in _QUOTE_MARKS:
+            continue  # a quote's first word is capitalised as a sentence's is
+        word = token.strip(_PUNCTUATION)
+        if len(word) > 1 and word[0].isupper() and not any(c.isdigit() for c in word):
+            found.append(word)
+    return found
+
+
+def _ranker(prompt: ParsedPrompt) -> Callable[[str], int]:
+    """How much a sentence is worth keeping, by the facts and quotes the prompt lists (or,
+    when it lists none, what looks like one)."""
+    listed = [*prompt.facts, *prompt.restore, *prompt.quotes]
+    material = set(prompt.material)
+
+    def rank(sentence: str) -> int:
+        if listed:
+            if any(item in sentence for item in listed):
+                return 2
+        elif guess_facts(sentence) or QUOTED.search(sentence):
+            return 2
+        return 1 if sentence in material else 0
+
+    return rank
+
+
+Spans = Callable[[str], list[tuple[int, int]]]
+
+
+def _essentials(prompt: ParsedPrompt) -> Spans:
+    """Where in a sentence the words that must stay are: the listed facts and quotes (or,
+    when none are listed, what looks like a fact) and every quoted passage."""
+    listed = [*prompt.facts, *prompt.restore, *prompt.quotes]
+
+    def spans(sentence: str) -> list[tuple[int, int]]:
+        items = listed or guess_facts(sentence)
+        found = [m.span() for item in items for m in re.finditer(re.escape(item), sentence)]
+        return found + [m.span() for m in QUOTED.finditer(sentence)]
+
+    return spans
+
+
+def _parse(text: str, rank: Callable[[str], int]) -> list[_Sentence]:
+    """A text as ranked sentences, paragraph ends marked."""
+    sentences: list[_Sentence] = []
+    for paragraph in _PARAGRAPH.split(text.strip()):
+        found = split_sentences(paragraph)
+        sentences += [_Sentence(t, rank(t), i == len(found) - 1) for i, t in enumerate(found)]
+    return sentences
+
+
+def _assemble(sentences: list[_Sentence]) -> str:
+    out: list[str] = []
+    for i, sentence in enumerate(sentences):
+        out.append(sentence.text)
+        if i + 1 < len(sentences):
+            out.append("\n\n" if sentence.breaks else " ")
+    return "".join(out)
+
+
+def _layout(sentences: list[_Sentence], per: int = 5) -> None:
+    """Paragraphs of `per` sentences."""
+    for i, sentence in enumerate(sentences):
+        sentence.breaks = (i + 1) % per == 0 or i + 1 == len(sentences)
+
+
+def _filler(rng: random.Random, words: int) -> list[str]:
+    """Sentences of plain prose, `words` words in all (0: none)."""
+    sentences = []
+    left = words
+    while left > 0:
+        n = left if left <= 16 else rng.randint(8, 14)
+        body = [rng.choice(WORDS) for _ in range(n - 1)]
+        sentences.append(" ".join([rng.choice(OPENERS), *body]) + ".")
+        left -= n
+    return sentences
+
+
+def _pad(sentences: list[_Sentence], words: int, rng: random.Random) -> None:
+    """Add `words` words of filler, spread evenly after the sentences there are."""
+    fill = [_Sentence(t) for t in _filler(rng, words)]
+    if not fill:
+        return
+    if not sentences:
+        sentences.extend(fill)
+        _layout(sentences)
+        return
+    slots: dict[int, list[_Sentence]] = {}
+    for j, sentence in enumerate(fill):
+        slots.setdefault(j * len(sentences) // len(fill), []).append(sentence)
+    out: list[_Sentence] = []
+    for i, sentence in enumerate(sentences):
+        out.append(sentence)
+        extra = slots.get(i, [])
+        if extra and sentence.breaks:
+            sentence.breaks, extra[-1].breaks = False, True
+        out += extra
+    sentences[:] = out
+
+
+def _first_words(text: str, n: int) -> str:
+    """The sentence cut to its first n words, ended with a full stop."""
+    seen = 0
+    for token in re.finditer(r"\S+", text):
+        seen += count_words(token.group())
+        if seen >= n:
+            return text[: token.end()].rstrip(_PUNCTUATION) + "."
+    return text
+
+
+def _trim(sentences: list[_Sentence], excess: int, ranks: tuple[int, ...] = (0, 1)) -> int:
+    """Take `excess` words out: whole sentences of the lowest rank from the end, then part
+    of one; never a sentence of a rank not in `ranks`. Returns what could not be cut."""
+    for rank in ranks:
+        i = len(sentences) - 1
+        while excess > 0 and i >= 0:
+            sentence = sentences[i]
+            if sentence.rank == rank:
+                words = count_words(sentence.text)
+                if words <= excess:
+                    excess -= words
+                    if sentence.breaks and i > 0:
+                        sentences[i - 1].breaks = True
+                    del sentences[i]
+                else:
+                    sentence.text = _first_words(sentence.text, words - excess)
+                    excess = 0
+            i -= 1
+    return excess
+
+
+def _squeeze(sentences: list[_Sentence], excess: int, essential: Spans) -> int:
+    """The last resort of a model told to be brief: drop the words around the facts and
+    quotes of the sentences that hold them (from the end), never those. Returns what
+    could not be cut."""
+    for sentence in reversed(sentences):
+        if excess <= 0:
+            break
+        keep = essential(sentence.text)
+        tokens = list(re.finditer(r"\S+", sentence.text))
+        gone: set[int] = set()
+        for i in range(len(tokens) - 1, 0, -1):  # the first word stays: still a sentence
+            start, end = tokens[i].span()
+            word = count_words(tokens[i].group())
+            if excess <= 0:
+                break
+            if word and not any(s < end and start < e for s, e in keep):
+                gone.add(i)
+                excess -= word
+        if gone:
+            kept = [t.group() for i, t in enumerate(tokens) if i not in gone]
+            text = " ".join(kept).rstrip(",;:\u2014\u2013-")
+            sentence.text = text if text[-1] in '.!?\u0964"\u201d' else text + "."
+    return excess
+
+
+def _fit(
+    sentences: list[_Sentence],
+    target: int,
+    rng: random.Random,
+    essential: Spans | None = None,
+) -> list[_Sentence]:
+    """The sentences padded with filler or trimmed (filler first, then other text) to
+    `target` words; with `essential`, squeezed around the facts as a last resort."""
+    fitted = list(sentences)
+    total = _count(fitted)
+    if total < target:
+        _pad(fitted, target - total, rng)
+    elif total > target:
+        left = _trim(fitted, total - target)
+        if left and essential is not None:
+            _squeeze(fitted, left, essential)
+    return fitted
+
+
+def _without(sentences: list[_Sentence], drop: Callable[[_Sentence], bool]) -> list[_Sentence]:
+    """The sentences but those `drop` picks, paragraph ends moved to what stays."""
+    kept: list[_Sentence] = []
+    for sentence in sentences:
+        if not drop(sentence):
+            kept.append(sentence)
+        elif sentence.breaks and kept:
+            kept[-1].breaks = True
+    return kept
+
+
+def _whole(item: str) -> re.Pattern[str]:
+    """The item as a whole word or phrase, in any case ("Ram" is not in "Ramesh")."""
+    return re.compile(rf"(?<!\w){re.escape(item)}(?!\w)", re.I)
+
+
+def _holds(text: str, items: Iterable[str]) -> bool:
+    """Whether the text holds any of the items, whole, in any case."""
+    return any(_whole(item).search(text) for item in items)
+
+
+def _holding(item: str) -> Callable[[_Sentence], bool]:
+    return lambda sentence: _holds(sentence.text, [item])
+
+
+def _strike(text: str, item: str) -> str:
+    """The sentence without `item` (any case), its spacing tidied."""
+    text = _whole(item).sub("", text)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _insert_from_material(sentences: list[_Sentence], item: str, material: list[str]) -> bool:
+    """Put back the material's sentence holding `item` where the material places it: after
+    the last sentence of the answer that comes before it in the material."""
+    for index, line in enumerate(material):
+        if item in line:
+            earlier = set(material[:index])
+            at = max((i + 1 for i, s in enumerate(sentences) if s.text in earlier), default=0)
+            sentences.insert(at, _Sentence(line, 2))
+            return True
+    return False
+
+
+def _quote_back(sentences: list[_Sentence], quote: str) -> bool:
+    """Mend a quoted passage that differs from `quote` in a word or so."""
+    want = quote.split()
+    for sentence in sentences:
+        for match in QUOTED.finditer(sentence.text):
+            group = 1 if match.group(1) is not None else 2
+            have = match.group(group).split()
+            differ = sum(a != b for a, b in zip(have, want, strict=False))
+            if len(have) == len(want) and differ <= max(1, len(want) // 4):
+                start, end = match.span(group)
+                sentence.text = sentence.text[:start] + quote + sentence.text[end:]
+                return True
+    return False
+
+
+def _section(prompt: ParsedPrompt, rng: random.Random) -> list[_Sentence]:
+    """The well-behaved section: the material's sentences in order, a sentence for any
+    listed fact or quote the material lacks, and filler to the length asked."""
+    rank = _ranker(prompt)
+    sentences = [_Sentence(t, max(rank(t), 1)) for t in prompt.material]
+    held = " ".join(prompt.material)
+    sentences += [
+        _Sentence(f"The teller remembers {fact} well.", 2)
+        for fact in prompt.facts
+        if fact not in held
+    ]
+    sentences += [
+        _Sentence(f'In the teller\'s words: "{quote}"', 2)
+        for quote in prompt.quotes
+        if quote not in held
+    ]
+    fitted = _fit(sentences, prompt.asked or 12, rng, _essentials(prompt))
+    _layout(fitted)
+    return fitted
+
+
+def _revise(prompt: ParsedPrompt, rng: random.Random) -> list[_Sentence]:
+    """The well-behaved revision: the instructions applied to the draft, then its length
+    fitted to the target (filler cut first, then other text, never a kept fact)."""
+    rank = _ranker(prompt)
+    sentences = _parse(prompt.draft, rank)
+    keep = [*prompt.facts, *prompt.restore, *prompt.quotes]
+    for item in prompt.remove:
+        # Only the item goes from a sentence that also holds what must stay; any other
+        # sentence holding it goes whole (what depended on the invented fact goes too).
+        for sentence in sentences:
+            if _holds(sentence.text, [item]) and any(k in sentence.text for k in keep):
+                sentence.text = _strike(sentence.text, item)
+        sentences = _without(sentences, _holding(item))
+    for quote in prompt.quotes:
+        if (
+            quote not in _assemble(sentences)
+            and not _quote_back(sentences, quote)
+            and not _insert_from_material(sentences, quote, prompt.material)
+        ):
+            sentences.append(_Sentence(f'In the teller\'s words: "{quote}"', 2))
+    for item in prompt.restore:
+        if item not in _assemble(sentences) and not _insert_from_material(
+            sentences, item, prompt.material
+        ):
+            sentences.append(_Sentence(f"The teller remembers {item} well.", 2))
+    fitted = _fit(sentences, prompt.asked or _count(sentences), rng, _essentials(prompt))
+    longest = run = 0
+    for sentence in fitted:
+        run = 0 if sentence.breaks else run + 1
+        longest = max(longest, run)
+    if longest > 8:
+        _layout(fitted)
+    return fitted
+
+
+def _first_facts(prompt: ParsedPrompt, sentences: list[_Sentence]) -> list[str]:
+    """The facts of the first material sentence holding one (the listed facts, or what
+    looks like facts when none are listed); the answer's own sentences if no material."""
+    for line in prompt.material or [s.text for s in sentences]:
+        held = [f for f in prompt.facts if f in line] if prompt.facts else guess_facts(line)
+        if held:
+            return held
+    return []
+
+
+def _alter_quote(sentences: list[_Sentence]) -> tuple[str, str] | None:
+    """Change one word inside the first quoted passage; (before, after) or None."""
+    for sentence in sentences:
+        for match in QUOTED.finditer(sentence.text):
+            group = 1 if match.group(1) is not None else 2
+            inner = match.group(group)
+            word = re.search(r"[^\W\d_]{3,}", inner)
+            if word is None:
+                continue
+            new = ALTERED_WORD if word.group().lower() != ALTERED_WORD else ALTERED_WORD_ELSE
+            if word.group()[0].isupper():
+                new = new.capitalize()
+            changed = inner[: word.start()] + new + inner[word.end() :]
+            start, end = match.span(group)
+            sentence.text = sentence.text[:start] + changed + sentence.text[end:]
+            return inner, changed
+    return None
+
+
+def _misbehave(
+    req: GeminiRequest,
+    sentences: list[_Sentence],
+    behaviour: frozenset[Misbehave],
+    prompt: ParsedPrompt,
+    rng: random.Random,
+) -> list[_Sentence]:
+    """Apply DROP, INVENT, ALTER_QUOTE, then SHORT or LONG, to a well-behaved answer."""
+    base = _count(sentences)
+    if Misbehave.DROP in behaviour:
+        facts = _first_facts(prompt, sentences)
+        if facts:
+            req.dropped = tuple(facts)
+            kept = _without(sentences, lambda s: any(f in s.text for f in facts))
+            sentences = _fit(kept, base, rng)  # the same length: only the fact is missing
+    if Misbehave.INVENT in behaviour:
+        sentences.insert(len(sentences) // 2, _Sentence(INVENTED_SENTENCE, 2))
+        _trim(sentences, count_words(INVENTED_SENTENCE), ranks=(0,))
+    if Misbehave.ALTER_QUOTE in behaviour:
+        req.altered = _alter_quote(sentences)
+    if Misbehave.SHORT in behaviour:
+        sentences = _fit(sentences, round(base * SHORT_SHARE), rng, _essentials(prompt))
+    if Misbehave.LONG in behaviour:
+        sentences = _fit(sentences, round(base * LONG_SHARE), rng)
+    return sentences
+
+
+def _cut(text: str) -> str:
+    """The text cut off about half way, at a word, as an output-token limit cuts it."""
+    half = len(text) // 2
+    spaces = [m.start() for m in re.finditer(r"\s+", text) if 0 < m.start() <= half]
+    if spaces:
+        return text[: spaces[-1]].rstrip()
+    first = re.search(r"\s", text)
+    return text[: first.start()] if first else text[: max(1, half)]
+
+
+def _write(
+    req: GeminiRequest, behaviour: frozenset[Misbehave], state: GeminiState
+) -> tuple[str, str]:
+    """The prose answer to a request and its finishReason ("STOP" or "MAX_TOKENS")."""
+    prompt = parse_prompt(req)
+    rng = _seed(req.prompt_text + "\x00" + req.model_text)
+    rank = _ranker(prompt)
+    lead = ""
+    raw: str | None = None  # the answer as it stands when nothing else is asked of it
+    if prompt.kind == "section":
+        sentences = _section(prompt, rng)
+        req.asked_words = prompt.asked
+    elif prompt.kind == "revise":
+        sentences = _revise(prompt, rng)
+        req.asked_words = prompt.asked
+    elif prompt.kind == "continue":
+        rest = state._rest_of(req.model_text)
+        if rest is None or not rest.strip():
+            rest = " ".join(_filler(rng, prompt.asked or 20))
+        raw = rest
+        lead = rest[: len(rest) - len(rest.lstrip())]
+        sentences = _parse(rest, rank)
+        req.asked_words = count_words(rest)
+    elif prompt.kind == "proofread":
+        raw = prompt.draft
+        sentences = _parse(raw, rank)
+        req.asked_words = count_words(raw)
+    else:
+        raw = prose(prompt.asked or 12, req.prompt_text)
+        sentences = _parse(raw, rank)
+        req.asked_words = prompt.asked
+    if behaviour - {Misbehave.CUT}:
+        text = lead + _assemble(_misbehave(req, sentences, behaviour, prompt, rng))
+    else:
+        text = raw if raw is not None else _assemble(sentences)
+    if Misbehave.CUT in behaviour:
+        # Remembered whole (after what the client already has, for a continuation), so
+        # the next continuation carries on with exactly the rest.
+        state._remember_cut(f"{req.model_text} {text}" if prompt.kind == "continue" else text)
+        return _cut(text), "MAX_TOKENS"
+    return text, "STOP"
 
 
 PATH = re.compile(r"^(?:/.*)?/(?P<version>[^/]+)/models/(?P<model>[^/:]+):(?P<method>\w+)$")
@@ -531,8 +1255,8 @@ def make_app(state: GeminiState) -> FaultMiddleware:
             size is not None and size not in IMAGE_SCALE
         ):
             return JSONResponse(error_body(400, "Unsupported image config."), 400)
-        is_image = "IMAGE" in (_get(req.generation_config, "responseModalities") or [])
-        req.answer = _answer(req, state._next_outcome(is_image), len(raw), state.image_text)
+        outcome = state._next_outcome(req.kind == "image")
+        req.answer = _answer(req, outcome, len(raw), state)
         # Logged before answering, so a test sees it as soon as its call returns (the
         # middleware's `calls` entry is only appended after the answer is sent).
         state.requests.append(req)

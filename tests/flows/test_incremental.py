@@ -8,7 +8,6 @@ generation reads Prefect's cache, so the fakes' call logs show what it paid for.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_TASKS_REFRESH_CACHE, temporary_settings
@@ -18,9 +17,9 @@ from storyloom import services
 from storyloom.chapters import chunk_text
 from storyloom.models import LifeStage, LifeStory
 from storyloom.store.records import StoryBook
-from storyloom.writing import count_words, plan_sections
-from tests.fakes.gemini import GeminiRequest, prose
-from tests.fakes.server import Call, Fault
+from storyloom.writing import plan_sections
+from tests.fakes.gemini import GeminiRequest, Misbehave
+from tests.fakes.server import Call
 from tests.fakes.stack import Fakes
 
 pytestmark = pytest.mark.flows
@@ -28,16 +27,15 @@ pytestmark = pytest.mark.flows
 PAGES = 8
 LANGUAGE = "hi-IN"  # not the story's: the pages are translated too
 EDITED = LifeStage.CHILDHOOD  # the second of seven stages: two pages, from page 2
-NEW_CHILDHOOD = [
-    "I was born in 1952 in a house at Number Nine, Hazratganj, with a neem tree by the gate.",
-    "Every winter my brother Vijay and I flew kites from the roof until the light was gone.",
-    "My mother told us stories of Lucknow's old kings while she stitched our school bags.",
-]
-# What the model answers for the edited stage's 500 words: 20% over, then, asked to
-# rewrite, still 12% over; the flow keeps the rewrite (one a section). The fake otherwise
-# writes to the word, and sections of exactly whole pages would hide a regression to
-# whole-book pagination (its breaks snap to the section ends).
-DRAFT, REWRITE = prose(600, "the edited childhood"), prose(560, "the rewritten childhood")
+SECTION = "Section 2 of 7: Childhood."
+# An edit inside the stage: two memories rewritten, its first and last kept, so the
+# neighbouring sections' briefs (which carry the stage's edges for continuity) stay put.
+NEW_MEMORIES = {
+    3: "My grandfather kept a transistor radio on the windowsill, and the whole house "
+    "went quiet whenever the cricket commentary came on.",
+    7: "On Sundays my father took us to the Aminabad market for kulfi and bought one "
+    "song book, from which he sang to us every night until the lamp ran out of oil.",
+}
 
 
 def _book(story_id: str) -> StoryBook:
@@ -69,15 +67,6 @@ def _within(part: list[str], whole: list[str]) -> bool:
     return any(whole[i : i + len(part)] == part for i in range(len(whole) - len(part) + 1))
 
 
-def _text_answer(text: str) -> dict[str, Any]:
-    return {
-        "candidates": [
-            {"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP"}
-        ],
-        "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 700},
-    }
-
-
 def test_editing_one_stage_pays_only_for_that_stage(life_story: LifeStory, fakes: Fakes) -> None:
     story(story_id=life_story.id, pages=PAGES, narration_languages=[LANGUAGE])
     before = _book(life_story.id)
@@ -92,7 +81,10 @@ def test_editing_one_stage_pays_only_for_that_stage(life_story: LifeStory, fakes
     }
     assert paid["image"] == PAGES
 
-    edited = life_story.model_copy(update={"stages": {**life_story.stages, EDITED: NEW_CHILDHOOD}})
+    memories = list(life_story.stages[EDITED])
+    for index, memory in NEW_MEMORIES.items():
+        memories[index] = memory
+    edited = life_story.model_copy(update={"stages": {**life_story.stages, EDITED: memories}})
     # The edit keeps the stage's share of the book (its material is about as long), so
     # every section keeps its pages: the case the design makes cheap.
     assert _layout(edited) == _layout(life_story)
@@ -100,41 +92,42 @@ def test_editing_one_stage_pays_only_for_that_stage(life_story: LifeStory, fakes
     own = set(range(own_first, own_first + own_count))
     assert own == {2, 3}
     services.store().add_story(edited, replace=True)
-    # The run's first text calls are the edited stage's: every other section is cached.
-    fakes.gemini.schedule(
-        *(
-            Fault(status=200, body=_text_answer(text), path_contains=f"/{text_model}:")
-            for text in (DRAFT, REWRITE)
-        )
-    )
+    # The model answers the edited stage 30% over: the section is revised once. Only
+    # the edited stage's calls reach the model: every other section is cached.
+    fakes.gemini.script_text(Misbehave.LONG, kind="section", contains=SECTION)
 
     with temporary_settings(updates={PREFECT_TASKS_REFRESH_CACHE: False}):
         story(story_id=life_story.id, pages=PAGES, narration_languages=[LANGUAGE])
     after = _book(life_story.id)
     assert after.generation_id != before.generation_id
 
-    # Pages: the edited stage's are new and hold its longer text; every other page is
+    # Pages: the edited stage's are new and hold its revised text; every other page is
     # exactly as it was.
     assert [p.number for p in after.pages] == list(range(1, PAGES + 1))
     own_pages = [p for p in after.pages if p.number in own]
-    assert sum(p.words for p in own_pages) == count_words(REWRITE)
+    assert after.writing is not None
+    childhood = next(s for s in after.writing.sections if s.key == EDITED.value)
+    assert sum(p.words for p in own_pages) == childhood.words
+    assert childhood.length_miss is None
+    assert childhood.revisions == 1
     for old, new in zip(before.pages, after.pages, strict=True):
         if new.number in own:
             assert new.text != old.text
         else:
             assert new == old
 
-    # Gemini text: the edited section's writing (the section, its rewrite, the proofread
-    # of the rewrite) and one illustration prompt for each of its pages; nothing else.
+    # Gemini text: the edited section's writing (the section, its revision, the proofread
+    # of the revision) and one illustration prompt for each of its pages; nothing else.
     prompts = [_prompt(c) for c in fakes.gemini_calls(text_model)[paid["text"] :]]
-    sections = [p for p in prompts if "Section 2 of 7: Childhood." in p]
+    sections = [p for p in prompts if SECTION in p]
     proofreads = [p for p in prompts if p.startswith("Proofread")]
     plans = [p for p in prompts if "Page text:" in p]
     assert len(sections) + len(proofreads) + len(plans) == len(prompts), prompts
     assert len(sections) == 2
-    assert DRAFT in sections[1]
+    assert not any(line.startswith("Remove:") for line in sections[1].splitlines())
+    assert "Target: about" in sections[1]
     assert len(proofreads) == 1
-    assert REWRITE in proofreads[0]
+    assert all(memory.split(",")[0] in proofreads[0] for memory in NEW_MEMORIES.values())
     planned = sorted(p.number for p in own_pages for prompt in plans if p.text in prompt)
     assert planned == sorted(own)
     assert len(plans) == len(own)

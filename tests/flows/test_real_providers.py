@@ -240,8 +240,9 @@ def test_chapters_follow_the_measured_voice_not_the_estimate(
     assert book is not None
     chapters = book.chapters["en-IN"]
     durations = [c.duration_seconds for c in chapters]
-    # Planned at the estimate, chapters would run about 96 s; measured, about a minute.
+    # Planned at the estimate, chapters would run about 96 s; measured, about a minute:
+    # each page (a section start here) shared evenly by its chapters, none a short tail.
     assert max(durations) <= 75
-    assert sum(d >= 45 for d in durations) >= len(durations) - 1  # all but the last
+    assert min(durations) >= 40, durations
     speech = fakes.sarvam.calls_to("/text-to-speech")
     assert len(speech) <= len(chapters) + 1  # the first chapter spoken twice at most

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import socket
 import traceback
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from storyloom.models import LANGUAGES, Audience, ImageStyle, Tone
 from storyloom.providers.base import (
     Illustrator,
     ImageRequest,
+    Revision,
     SectionBrief,
     Writer,
 )
@@ -31,6 +33,7 @@ from storyloom.providers.errors import (
     TransientError,
 )
 from storyloom.providers.google import (
+    MAX_CONTINUATIONS,
     GoogleIllustrator,
     GoogleWriter,
     make_client,
@@ -39,7 +42,12 @@ from storyloom.providers.google import (
 from storyloom.writing import count_words
 from tests.fakes.gemini import (
     ABOUT_WORDS,
+    INVENTED_CITY,
+    INVENTED_NAME,
+    INVENTED_SENTENCE,
+    INVENTED_YEAR,
     GeminiState,
+    Misbehave,
     error_body,
     gemini_fake,
     quota_exhausted,
@@ -48,6 +56,11 @@ from tests.fakes.gemini import (
 from tests.fakes.server import Fault
 
 KEY = "test-key-s3cret-4711"
+QUOTE = "Work hard, be kind."
+MATERIAL = (
+    "I was born in Pune in 1950. My father ran a tea stall by the station. "
+    f'He always said, "{QUOTE}" We had two cows and a bicycle.'
+)
 TEXT_MODEL = "gemini-2.5-flash"
 IMAGE_MODEL = "gemini-3.1-flash-image"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -169,15 +182,41 @@ def test_make_client_pins_the_api_version(fake: tuple[str, GeminiState]) -> None
     assert state.requests[0].version == "v1alpha"
 
 
-def test_adjust_length_sends_the_draft_and_the_new_target(
+def test_revise_sends_the_instructions_and_the_fake_obeys_them(
     writer: GoogleWriter, state: GeminiState
 ) -> None:
-    draft = "A short draft about the tea stall."
+    section = brief(facts=("Pune", "1950"), quotes=(QUOTE,), material=MATERIAL)
+    draft = (
+        "My father ran a tea stall by the station. "
+        f'{INVENTED_SENTENCE} He always said, "Work hard, be good."'
+    )
+    revision = Revision(
+        target_words=90,
+        remove=(INVENTED_NAME, INVENTED_CITY, INVENTED_YEAR),
+        restore=("Pune", "1950"),
+        quotes=(QUOTE,),
+    )
 
-    written = writer.adjust_length(brief(target_words=90), draft)
+    written = writer.revise(section, draft, revision)
 
-    assert abs(count_words(written.text) - 90) <= 9
-    assert draft in state.requests[0].prompt_text
+    (request,) = state.requests
+    assert request.kind == "revise"
+    lines = request.prompt_text.splitlines()
+    for item in revision.remove:
+        assert f"Remove: {item}" in lines
+    assert "Restore: Pune" in lines
+    assert "Restore: 1950" in lines
+    assert f'Keep verbatim: "{QUOTE}"' in lines
+    assert "Target: about 90 words." in lines
+    assert draft in request.prompt_text
+    assert section.material in request.prompt_text
+    # The fake obeyed: invention gone, facts back, the quote mended, the length hit.
+    text = written.text
+    assert all(item not in text for item in revision.remove)
+    assert "Pune" in text
+    assert "1950" in text
+    assert f'"{QUOTE}"' in text
+    assert count_words(text) == 90
     assert (written.usage.input_tokens, written.usage.output_tokens) == tokens(state)
 
 
@@ -480,13 +519,65 @@ def test_max_tokens_continues_once_and_joins_the_text(
     assert written.usage.output_tokens == tokens(state, 0)[1] + tokens(state, 1)[1]
 
 
-def test_max_tokens_twice_is_permanent(writer: GoogleWriter, state: GeminiState) -> None:
-    state.finish_next("MAX_TOKENS", 2)
+def test_max_tokens_is_continued_again_and_again_and_the_parts_joined(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    section = brief(target_words=240, material=MATERIAL, facts=("Pune", "1950"))
+    whole = writer.write_section(section).text
+    state.reset()
+    state.script_text(Misbehave.CUT, Misbehave.CUT, Misbehave.CUT)
 
-    with pytest.raises(PermanentError, match="cut off twice"):
+    written = writer.write_section(section)
+
+    assert state.kinds() == ["section", "continue", "continue", "continue"]
+    assert [r.finish_reason for r in state.requests] == ["MAX_TOKENS"] * 3 + ["STOP"]
+    # Each continuation sends the text so far as the model's turn, and asks for the rest.
+    for before, request in zip(state.requests, state.requests[1:], strict=False):
+        user, model, ask = request.turns
+        assert user == ("user", prompts.section_prompt(section))
+        assert model[0] == "model"
+        assert before.answer_text.strip() in model[1]
+        assert ask[0] == "user"
+        assert ask[1].startswith("Your answer was cut off")
+    # The joined parts are the answer that was cut: nothing lost, nothing doubled.
+    assert written.text == whole
+    assert count_words(written.text) == 240
+    assert written.usage.calls == 4
+    assert written.usage.input_tokens == sum(tokens(state, i)[0] for i in range(4))
+    assert written.usage.output_tokens == sum(tokens(state, i)[1] for i in range(4))
+
+
+def test_max_tokens_gives_up_after_the_bound_with_a_clear_error(
+    writer: GoogleWriter, state: GeminiState
+) -> None:
+    state.text_behaviour = Misbehave.CUT  # every answer cut off
+
+    with pytest.raises(PermanentError, match="max_output_tokens") as caught:
         writer.write_section(brief())
 
-    assert len(state.requests) == 2
+    assert not isinstance(caught.value, TransientError)
+    assert f"after {MAX_CONTINUATIONS} continuations" in str(caught.value)
+    assert state.kinds() == ["section"] + ["continue"] * MAX_CONTINUATIONS
+
+
+def test_the_continuation_bound_is_the_writers(client: genai.Client, state: GeminiState) -> None:
+    state.text_behaviour = Misbehave.CUT
+
+    with pytest.raises(PermanentError, match="after 1 continuations"):
+        GoogleWriter(client, TEXT_MODEL, max_continuations=1).proofread(brief(), MATERIAL)
+
+    assert state.kinds() == ["proofread", "continue"]
+
+
+def test_revise_and_proofread_are_continued_too(writer: GoogleWriter, state: GeminiState) -> None:
+    state.script_text(Misbehave.CUT, kind="revise")
+    revised = writer.revise(brief(), "A draft.", Revision(target_words=80))
+    state.script_text(Misbehave.CUT, Misbehave.CUT)
+    proofread = writer.proofread(brief(), revised.text)
+
+    assert count_words(revised.text) == 80
+    assert proofread.text == revised.text
+    assert state.kinds() == ["revise", "continue", "proofread", "continue", "continue"]
 
 
 def test_max_tokens_on_json_is_permanent_without_continuing(
@@ -609,18 +700,88 @@ def test_a_creative_section_prompt_carries_the_premise() -> None:
     assert "A kite that can talk." in text
 
 
-def test_adjust_and_proofread_prompts() -> None:
+def test_the_section_prompt_carries_continuity_facts_and_quotes() -> None:
+    section = brief(
+        came_before="We moved to the\ncity in a bullock cart.",
+        comes_next="At sixteen I left for Bombay",
+        facts=("Pune", "1950"),
+        quotes=(QUOTE, "\u201cAlready quoted\u201d"),
+    )
+    lines = prompts.section_prompt(section).splitlines()
+
+    assert (
+        "The story so far ended with: We moved to the city in a bullock cart. "
+        "Pick up from there without retelling it."
+    ) in lines
+    assert "The next section begins with: At sixteen I left for Bombay; do not tell it here." in (
+        lines
+    )
+    assert [x for x in lines if x.startswith("Keep f")] == ["Keep fact: Pune", "Keep fact: 1950"]
+    assert f'Keep verbatim: "{QUOTE}"' in lines
+    assert "Keep verbatim: \u201cAlready quoted\u201d" in lines  # not quoted twice
+    assert lines[lines.index("<material>") + 1] == section.material
+    assert ABOUT_WORDS.findall("\n".join(lines))[-1] == "120"
+
+
+def test_the_section_prompt_leaves_out_what_the_brief_does_not_have() -> None:
+    text = prompts.section_prompt(brief(material=""))
+
+    assert "story so far" not in text
+    assert "next section begins" not in text
+    assert "Keep fact:" not in text
+    assert "Keep verbatim:" not in text
+    assert "<material>" not in text
+    assert "no material" in text
+
+
+def test_the_revise_prompt_is_one_instruction_a_line() -> None:
+    draft = "One two three. Uncle Rupert came back from Lisbon in 1937."
+    section = brief(facts=("Pune", "1950", "Lisbon"), quotes=(QUOTE,))
+    revision = Revision(
+        target_words=300, remove=("Lisbon", "1937"), restore=("Pune",), quotes=("Be good.",)
+    )
+
+    lines = prompts.revise_prompt(section, draft, revision).splitlines()
+
+    assert "Target: about 300 words." in lines
+    assert [x for x in lines if x.startswith(("Remove:", "Restore:", "Keep"))] == [
+        "Remove: Lisbon",
+        "Remove: 1937",
+        "Restore: Pune",
+        "Keep fact: 1950",  # what is removed or restored is not also kept
+        f'Keep verbatim: "{QUOTE}"',
+        'Keep verbatim: "Be good."',
+    ]
+    assert lines[lines.index("<draft>") + 1 : lines.index("</draft>")] == [draft]
+    assert ABOUT_WORDS.findall("\n".join(lines))[-1] == "300"
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [(200, "too short: continue and expand"), (400, "too long: condense"), (305, "keep it")],
+)
+def test_the_revise_prompt_says_which_way_the_length_is_off(words: int, says: str) -> None:
+    text = prompts.revise_prompt(brief(), " ".join(["word"] * words), Revision(300))
+
+    assert f"The draft has {words} words" in text
+    assert says in text
+
+
+def test_the_proofread_prompt_keeps_the_quotes() -> None:
     draft = "one two three four five"
 
-    adjust = prompts.adjust_prompt(brief(target_words=300), draft)
-    proof = prompts.proofread_prompt(brief(), draft)
+    proof = prompts.proofread_prompt(brief(quotes=(QUOTE,)), draft)
 
-    assert draft in adjust
-    assert "has 5 words" in adjust
-    assert ABOUT_WORDS.findall(adjust)[-1] == "300"
+    assert proof.startswith("Proofread")
     assert draft in proof
     assert "Hindi" in proof
+    assert f'Keep verbatim: "{QUOTE}"' in proof.splitlines()
     assert ABOUT_WORDS.findall(proof)[-1] == "5"
+
+
+def test_the_prompt_version_is_dated() -> None:
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}\.\d+", prompts.PROMPT_VERSION)
+    assert prompts.PROMPT_VERSION > "2026-12-08.1"
 
 
 def test_the_continue_prompt_asks_for_the_rest() -> None:

@@ -44,7 +44,9 @@ pytestmark = pytest.mark.timeout(600)
 # hand-backs. Titles of their own (and of one length), so neither reuses the other's
 # cached calls.
 CLEAN, STORY = "handback-clean", "handback-twice"
-PARAMS = ("pages=4", "image_count=2", 'narration_languages=["hi-IN"]')
+# Eight pages: the sample's material fits its budget, so the model's own words (which
+# differ with the title) fill each section, and the two books share no page.
+PARAMS = ("pages=8", "image_count=2", 'narration_languages=["hi-IN"]')
 FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
 # Every Sarvam call takes a while, so narration is still speaking after the story's
 # worker has handed its run back; each image longer still.
@@ -357,7 +359,7 @@ def test_sigterm_hand_backs_while_the_children_run_pay_nothing_twice(
     assert book.status == "complete"
     assert [g.id for g in generations] == [first.id], [(g.id, g.status) for g in generations]
     assert book.generation_id == first.id
-    assert len(book.pages) == 4
+    assert len(book.pages) == 8
     assert len(book.illustrations) == 2
     assert book.chapters["hi-IN"]
 

@@ -27,7 +27,7 @@ HOLDS_A_SLOT = {StateType.PENDING, StateType.RUNNING}
 # A worker polls its pool every second: a slot that frees, or a run that appears, is
 # taken within about that; a parent pauses one state change after starting its last
 # child. Both take seconds on two loaded cores: gaps up to this are hand-overs.
-HAND_OVER_SECONDS = 5.0
+HAND_OVER_SECONDS = 10.0
 pytestmark = pytest.mark.timeout(900)
 
 

