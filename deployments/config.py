@@ -37,6 +37,10 @@ AUTOMATION_NAME = "storyloom: run failed"
 # Crashed, and a crashed generation run is put back in its pool.
 SILENT_RUN_AUTOMATION = "storyloom: silent run crashed"
 RERUN_AUTOMATION = "storyloom: crashed run rerun"
+# ...and a run that ended Crashed past its reruns, or Cancelled, has its generation
+# closed by the generation/close deployment (flows/closing.py).
+CLOSE_AUTOMATION = "storyloom: ended run's generation closed"
+CLOSE_DEPLOYMENT = "generation/close"
 NIGHTLY_DEPLOYMENT = "reprocess/nightly"
 # The flow-run setting that turns heartbeats on (alias PREFECT_RUNNER_HEARTBEAT_FREQUENCY).
 HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"

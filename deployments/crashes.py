@@ -19,6 +19,12 @@ flow-run heartbeats plus an automation, and that is what setup makes:
 
 The run count (Prefect counts every start) is the guard against a crash loop: a run
 that keeps crashing stays Crashed after `crash_reruns` starts, and the alert fires.
+
+- "ended run's generation closed": when a story, illustrations or narration run ends
+  Crashed or Cancelled, start generation/close (flows/closing.py) for it. Past the guard
+  (or cancelled while its process was gone) nobody else would close its generation: the
+  flow marks it failed or cancelled and deletes the files only it used. Within the
+  guard the flow leaves it alone: the rerun continues it.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from uuid import UUID
 
 from prefect.automations import AutomationCore, EventTrigger, Posture
 from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
+from prefect.events.actions import ChangeFlowRunState, RunDeployment
 
 # Events after which a run sends no more heartbeats and is not dead: its final states,
 # Cancelling (Prefect's own cancelling timeout finishes a dead one), and the states of a
@@ -48,6 +54,7 @@ STOPS_BEATING = frozenset(
 )
 HEARTBEAT = "prefect.flow-run.heartbeat"
 CRASHED = "prefect.flow-run.Crashed"
+CANCELLED = "prefect.flow-run.Cancelled"
 
 RERUN_MESSAGE = "Rerun after a crash: the run continues its generation (storyloom setup)"
 
@@ -123,6 +130,43 @@ def rerun_automation(name: str, deployment_ids: list[UUID], reruns: int) -> Auto
             # (HandleFlowTerminalStateTransitions): no force needed.
             ChangeFlowRunState(
                 state=StateType.SCHEDULED, name="AwaitingRetry", message=RERUN_MESSAGE
+            )
+        ],
+        actions_on_trigger=[],
+        actions_on_resolve=[],
+    )
+
+
+def close_automation(
+    name: str, deployment_ids: list[UUID], reruns: int, close_deployment_id: UUID
+) -> AutomationCore:
+    """Start generation/close for every run of these deployments that ends Crashed or
+    Cancelled; the flow closes the run's generation unless the run will be rerun (it
+    started at most `reruns` times and ended Crashed)."""
+    return AutomationCore(
+        name=name,
+        description=(
+            "Made by `storyloom setup`: a story, illustrations or narration run that ends"
+            " Crashed past its reruns, or Cancelled with no process left to notice, has"
+            " its generation closed within a minute (deployment generation/close)."
+        ),
+        enabled=True,
+        tags=[],
+        trigger=EventTrigger(
+            expect={CRASHED, CANCELLED},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related=_deployments(deployment_ids),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            RunDeployment(
+                source="selected",
+                deployment_id=close_deployment_id,
+                # Rendered by the server from the event: the run that ended.
+                parameters={"flow_run": "{{ event.resource.id }}", "reruns": reruns},
             )
         ],
         actions_on_trigger=[],

@@ -29,13 +29,15 @@ from deployments.alerts import (
 )
 from deployments.config import (
     AUTOMATION_NAME,
+    CLOSE_AUTOMATION,
+    CLOSE_DEPLOYMENT,
     HEARTBEAT_ENV,
     NIGHTLY_DEPLOYMENT,
     RERUN_AUTOMATION,
     SILENT_RUN_AUTOMATION,
     OpsSettings,
 )
-from deployments.crashes import rerun_automation, silent_run_automation
+from deployments.crashes import close_automation, rerun_automation, silent_run_automation
 from deployments.deploy import (
     DesiredDeployment,
     desired_deployment,
@@ -189,6 +191,7 @@ def _crash_handling(
     """The two crash automations, scoped to the deployments setup manages."""
     watched: list[UUID] = []
     rerun: list[UUID] = []
+    close: UUID | None = None
     for plan in planned:
         if isinstance(plan, SetupItem):
             continue
@@ -197,11 +200,14 @@ def _crash_handling(
         except ObjectNotFound:
             continue  # a dry run that would create it, or a deployment that failed
         watched.append(found)
+        if plan.full_name == CLOSE_DEPLOYMENT:
+            close = found
         # Reprocess is left Crashed: it submits story runs, and a rerun could repeat them.
-        if plan.full_name != NIGHTLY_DEPLOYMENT:
+        # Close is not watched for its own ending: it would start itself.
+        elif plan.full_name != NIGHTLY_DEPLOYMENT:
             rerun.append(found)
     if not watched and not dry_run:
-        for name in (SILENT_RUN_AUTOMATION, RERUN_AUTOMATION):
+        for name in (SILENT_RUN_AUTOMATION, RERUN_AUTOMATION, CLOSE_AUTOMATION):
             report.add(
                 SetupItem(
                     kind="automation",
@@ -228,6 +234,20 @@ def _crash_handling(
     else:
         note = f"{len(rerun)} deployment(s): Crashed → AwaitingRetry, up to {reruns} starts"
     report.add(ensure_automation(client, again, dry_run=dry_run, note=note))
+
+    if close is None:
+        report.add(
+            SetupItem(
+                kind="automation",
+                name=CLOSE_AUTOMATION,
+                outcome=Outcome.SKIPPED,
+                note=f"no {CLOSE_DEPLOYMENT} deployment yet",
+            )
+        )
+        return
+    closing = close_automation(CLOSE_AUTOMATION, rerun, reruns, close)
+    note = f"{len(rerun)} deployment(s): Crashed past {reruns} start(s) or Cancelled → close"
+    report.add(ensure_automation(client, closing, dry_run=dry_run, note=note))
 
 
 def _pool_exists(client: SyncPrefectClient, name: str) -> bool:

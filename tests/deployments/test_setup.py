@@ -22,13 +22,23 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.events.actions import CallWebhook, ChangeFlowRunState, SendNotification
+from prefect.events.actions import (
+    CallWebhook,
+    ChangeFlowRunState,
+    RunDeployment,
+    SendNotification,
+)
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import get_current_settings
 from pydantic import SecretStr
 
-from deployments.config import AUTOMATION_NAME, RERUN_AUTOMATION, SILENT_RUN_AUTOMATION
+from deployments.config import (
+    AUTOMATION_NAME,
+    CLOSE_AUTOMATION,
+    RERUN_AUTOMATION,
+    SILENT_RUN_AUTOMATION,
+)
 from deployments.project import SET_WORKING_DIRECTORY
 from deployments.report import Outcome, SetupReport
 from deployments.setup import run_setup
@@ -56,7 +66,10 @@ DEPLOYMENTS = {
     "narration/generate": "audio",
     # It waits on the story runs it submits: on `story` it would hold a slot they need.
     "reprocess/nightly": "maintenance",
+    # A few seconds of closing a crashed run's generation, where story workers run.
+    "generation/close": "story",
 }
+GENERATION_RUNS = ("story/generate", "illustrations/generate", "narration/generate")
 STORY_PARAMETERS = {
     "story_id",
     "pages",
@@ -273,10 +286,23 @@ def test_first_run_creates_the_crash_automations_for_its_deployments(
     assert trigger.expect == {"prefect.flow-run.Crashed"}
     assert trigger.match["prefect.run-count"] == ["1", "2", "3"]
     # Reprocess is not rerun: it would submit its story runs again.
-    assert _watched(trigger) == {ids[n] for n in DEPLOYMENTS if n != "reprocess/nightly"}
+    assert _watched(trigger) == {ids[n] for n in GENERATION_RUNS}
     (again,) = rerun.actions
     assert isinstance(again, ChangeFlowRunState)
     assert (again.state, again.name) == (StateType.SCHEDULED, "AwaitingRetry")
+
+    # A generation run that ends Crashed or Cancelled starts generation/close for itself.
+    assert first_report.item("automation", CLOSE_AUTOMATION).outcome is Outcome.CREATED
+    (closing,) = client.read_automations_by_name(CLOSE_AUTOMATION)
+    trigger = closing.trigger
+    assert isinstance(trigger, EventTrigger)
+    assert trigger.expect == {"prefect.flow-run.Crashed", "prefect.flow-run.Cancelled"}
+    assert trigger.for_each == {"prefect.resource.id"}
+    assert _watched(trigger) == {ids[n] for n in GENERATION_RUNS}
+    (close,) = closing.actions
+    assert isinstance(close, RunDeployment)
+    assert close.deployment_id == ids["generation/close"]
+    assert close.parameters == {"flow_run": "{{ event.resource.id }}", "reruns": 3}
 
 
 def _watched(trigger: EventTrigger) -> set[UUID]:
@@ -292,10 +318,19 @@ def test_crash_settings_update_the_automations(
 ) -> None:
     run_setup()
     monkeypatch.setenv("STORYLOOM_CRASH_RERUNS", "0")
-    (item,) = run_setup().changed
-    assert (item.name, item.outcome) == (RERUN_AUTOMATION, Outcome.UPDATED)
+    changed = {(i.name, i.outcome) for i in run_setup().changed}
+    # Crashed runs stay Crashed, and the closing flow closes their generation at once.
+    assert changed == {
+        (RERUN_AUTOMATION, Outcome.UPDATED),
+        (CLOSE_AUTOMATION, Outcome.UPDATED),
+    }
     (rerun,) = client.read_automations_by_name(RERUN_AUTOMATION)
     assert not rerun.enabled
+    (closing,) = client.read_automations_by_name(CLOSE_AUTOMATION)
+    (close,) = closing.actions
+    assert isinstance(close, RunDeployment)
+    assert close.parameters is not None
+    assert close.parameters["reruns"] == 0
 
     monkeypatch.delenv("STORYLOOM_CRASH_RERUNS")
     monkeypatch.setenv("STORYLOOM_HEARTBEAT_SECONDS", "40")
@@ -304,6 +339,7 @@ def test_crash_settings_update_the_automations(
     assert changed == {("deployment", name) for name in DEPLOYMENTS} | {
         ("automation", SILENT_RUN_AUTOMATION),
         ("automation", RERUN_AUTOMATION),
+        ("automation", CLOSE_AUTOMATION),
     }
     env = client.read_deployment_by_name("story/generate").job_variables["env"]
     assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "40"}
@@ -330,8 +366,8 @@ def test_a_second_run_changes_nothing() -> None:
     report = run_setup()
     assert report.changed == []
     assert report.ok
-    # + block, alert, and the two crash automations
-    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 4
+    # + block, alert, and the three crash automations
+    expected = len(POOLS) + len(API_LIMITS) + len(DEPLOYMENTS) + 5
     assert len(report.items) == expected
     assert {i.outcome for i in report.items} <= {Outcome.UNCHANGED, Outcome.SKIPPED}
 

@@ -8,6 +8,7 @@ completed or uploading a file twice."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ from storyloom.store.repository import StoryStore
 from tests.fakes.cloudinary import parse_multipart
 from tests.fakes.server import Call
 from tests.system.cluster import (
+    BIN,
+    ROOT,
     Cluster,
     add_story,
     flow_run_id,
@@ -238,3 +241,63 @@ def report(
             indent=1,
         )
     )
+
+
+def test_a_run_that_crashes_past_its_reruns_has_its_generation_closed_at_once(
+    production: Cluster,
+) -> None:
+    """With reruns off, a killed run stays Crashed: the closing automation marks its
+    generation failed within a minute of the crash, not at the next run or reprocess."""
+    story = "killed-for-good"
+    env = {**production.env, "STORYLOOM_CRASH_RERUNS": "0"}
+    setup = subprocess.run(
+        [str(BIN / "storyloom"), "setup"], env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    add_story(production, story)
+    fakes = production.fakes
+    for fake in fakes.all:
+        fake.reset()
+    fakes.gemini.latency = TEXT_LATENCY
+    connect = client_of(production)
+    try:
+        started = production.run(
+            "prefect", "deployment", "run", "story/generate", "-p", f"story_id={story}",
+            "-p", "pages=4", "-p", "images=false",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = flow_run_id(started.stdout)
+
+        def generation_running() -> bool:
+            with StoryStore.open(production.story_db) as store:
+                running = [g for g in store.generations(story) if g.status == "running"]
+            return bool(running) and fakes.gemini.in_flight > 0
+
+        wait_until("the story writing", generation_running, 300, production)
+        kill_like_a_dead_machine(production.workers["story"])
+        production.start_worker("story")
+
+        def closed() -> bool:
+            with StoryStore.open(production.story_db) as store:
+                return all(g.status != "running" for g in store.generations(story))
+
+        wait_until("the generation closed", closed, CRASHED_AFTER + 180, production)
+    finally:
+        fakes.gemini.latency = 0.0
+        production.run("storyloom", "setup")  # reruns back on for whatever follows
+
+    with connect() as client:
+        run = client.read_flow_run(run_id)
+        states = client.read_flow_run_states(run_id)
+    assert run.state_type == StateType.CRASHED, run.state
+    crashed = max((s for s in states if s.name == "Crashed"), key=lambda s: s.timestamp)
+    with StoryStore.open(production.story_db) as store:
+        (generation,) = store.generations(story)
+    assert generation.status == "failed"
+    assert generation.error is not None
+    assert "crashed after 1 start(s)" in generation.error
+    assert generation.finished_at is not None
+    closed_in = (generation.finished_at - crashed.timestamp).total_seconds()
+    print(f"generation closed {closed_in:.1f} s after the run was marked Crashed")
+    assert 0 <= closed_in <= 60, closed_in
