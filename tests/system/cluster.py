@@ -43,10 +43,14 @@ class Cluster:
     fakes: Fakes
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a command (storyloom, prefect) against this cluster."""
+    def run(
+        self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command (storyloom, prefect) against this cluster, with `env` on top of
+        the cluster's environment."""
         return subprocess.run(
-            [str(BIN / args[0]), *args[1:]], env=self.env, cwd=ROOT, capture_output=True,
+            [str(BIN / args[0]), *args[1:]], env={**self.env, **(env or {})}, cwd=ROOT,
+            capture_output=True,
             text=True, timeout=timeout, check=False,
         )  # fmt: skip
 

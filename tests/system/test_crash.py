@@ -8,7 +8,6 @@ completed or uploading a file twice."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,8 +25,6 @@ from storyloom.store.repository import StoryStore
 from tests.fakes.cloudinary import parse_multipart
 from tests.fakes.server import Call
 from tests.system.cluster import (
-    BIN,
-    ROOT,
     Cluster,
     add_story,
     flow_run_id,
@@ -249,11 +246,7 @@ def test_a_run_that_crashes_past_its_reruns_has_its_generation_closed_at_once(
     """With reruns off, a killed run stays Crashed: the closing automation marks its
     generation failed within a minute of the crash, not at the next run or reprocess."""
     story = "killed-for-good"
-    env = {**production.env, "STORYLOOM_CRASH_RERUNS": "0"}
-    setup = subprocess.run(
-        [str(BIN / "storyloom"), "setup"], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+    setup = production.run("storyloom", "setup", env={"STORYLOOM_CRASH_RERUNS": "0"})
     assert setup.returncode == 0, setup.stdout + setup.stderr
     add_story(production, story)
     fakes = production.fakes
