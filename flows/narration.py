@@ -16,17 +16,23 @@ from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from flows.spending import paid
 from storyloom import report, services
-from storyloom.audio import join_wavs, wav_duration
-from storyloom.chapters import ChapterPlan, chapter_title, chunk_text, plan_chapters
+from storyloom.audio import TimedAudio, assemble, deliver, sentence_starts, split_at
+from storyloom.chapters import (
+    ChapterPlan,
+    chapter_title,
+    chunk_text,
+    plan_chapters,
+    speech_chunks,
+)
 from storyloom.media.base import audio_public_id
-from storyloom.models import AudioChapter, Language, Page, Usage
-from storyloom.providers.base import Speech
+from storyloom.models import AudioChapter, Language, Page, SentenceTiming, Usage
+from storyloom.providers.errors import AccountError
 from storyloom.settings import get_settings
 from storyloom.writing import section_starts
 from tasks.media import store_media
 from tasks.narration import speak, translate
 
-# A short pause between the pieces of one chapter, where a sentence ended anyway.
+# A pause between the requests of one chapter, where a sentence ended anyway.
 PIECE_GAP_SECONDS = 0.25
 # How far the measured speed of the voice may be from the speaker's estimate before the
 # chapters are planned again.
@@ -39,6 +45,7 @@ class NarrationResult(BaseModel):
     chapters: dict[str, int]  # language -> chapters
     seconds: dict[str, float]  # language -> seconds of audio
     usage: list[Usage]
+    failed: dict[Language, str] = {}  # language -> why it failed after its retries
 
 
 @flow(
@@ -61,12 +68,12 @@ def narration(
     with open_generation(
         story_id, generation_id, copy=("pages", "illustrations", "chapters"), overrides=overrides
     ) as gen:
-        result = _narrate(gen, languages)
+        result = _narrate(gen, languages, standalone=generation_id is None)
         gen.add_usage(result.usage)
         return result
 
 
-def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
+def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) -> NarrationResult:
     settings = get_settings()
     languages = only if only is not None else (gen.config.narration_languages or [])
     pages = gen.pages()
@@ -99,24 +106,48 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
             section_starts=starts,
         )
 
-    def voice(plans: list[ChapterPlan], language: Language) -> list[bytes]:
-        """Each chapter's WAV: its pieces spoken (side by side after the first), joined."""
-        pieces = [chunk_text(p.text, providers.speaker.max_chars) for p in plans]
-        calls = [(piece, language, providers.notes["speech"]) for ps in pieces for piece in ps]
-        spoken = iter(submit_many(speak, calls))
-        wavs: list[bytes] = []
-        for chapter_pieces in pieces:
-            speech: list[Speech] = []
-            for _ in chapter_pieces:
-                piece, cost = paid(next(spoken))
-                speech.append(piece)
-                usage.append(cost)
-            wavs.append(join_wavs([s.wav for s in speech], gap_seconds=PIECE_GAP_SECONDS))
-        return wavs
+    def voice(plans: list[ChapterPlan], language: Language) -> list[TimedAudio]:
+        """Each chapter's delivered audio, and where its sentences are in it.
 
-    for language in languages:
+        A chapter's whole sentences are spoken in as few requests as the speech model
+        allows (side by side after the first). Speech models return no timestamps, so
+        the sentence boundaries inside a request are measured from the audio's pauses;
+        between requests they are known. The pieces are joined, encoded and measured.
+        """
+        chunks = [speech_chunks(p.sentences, providers.speaker.max_chars) for p in plans]
+        calls = [
+            (" ".join(text for _, text in chunk), language, providers.notes["speech"])
+            for chapter in chunks
+            for chunk in chapter
+        ]
+        spoken = iter(submit_many(speak, calls))
+        built: list[TimedAudio] = []
+        for chapter in chunks:
+            pieces: list[bytes] = []
+            owners: list[int] = []  # the sentence each piece belongs to
+            gaps: list[float] = []
+            for chunk in chapter:
+                speech, cost = paid(next(spoken))
+                usage.append(cost)
+                starts = sentence_starts(speech.wav, [len(text) for _, text in chunk])
+                pieces += split_at(speech.wav, starts)
+                owners += [index for index, _ in chunk]
+                gaps += [0.0] * (len(chunk) - 1) + [PIECE_GAP_SECONDS]
+            gaps[-1] = 0.0  # the chapter ends where its last sentence does
+            wav, spans = assemble(pieces, gaps)
+            # A sentence cut across requests spans its pieces.
+            by_sentence: dict[int, tuple[int, int]] = {}
+            for owner, (start, end) in zip(owners, spans, strict=True):
+                by_sentence[owner] = (by_sentence.get(owner, (start, end))[0], end)
+            sentence_spans = [by_sentence[i] for i in sorted(by_sentence)]
+            built.append(
+                deliver(wav, sentence_spans, settings.audio_format, settings.audio_bitrate_kbps)
+            )
+        return built
+
+    def narrate(language: Language) -> list[AudioChapter]:
         texts, spent = _in_language(pages, gen.story.language, language)
-        usage += spent
+        usage.extend(spent)
         estimate = providers.speaker.seconds_per_char(language)
         plans = plan_at(texts, estimate)
         # Chapters are planned from an estimate of the voice's speed. The first chapter
@@ -124,7 +155,7 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
         # book is planned again at the measured speed (the first chapter is paid for
         # again only if its text changed), so no chapter runs far past a minute.
         first = voice(plans[:1], language)
-        measured = wav_duration(first[0]) / max(len(plans[0].text), 1) if plans else estimate
+        measured = first[0].duration / max(len(plans[0].text), 1) if plans else estimate
         if plans and abs(measured / estimate - 1) > CALIBRATION:
             get_run_logger().info(
                 "%s: the voice takes %.3f s a character, not %.3f: chapters planned again",
@@ -135,19 +166,18 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
                 first = voice(replanned[:1], language)
             plans = replanned
         progress.grow(len(plans))
-        wavs = first + voice(plans[1:], language)
+        audio = first + voice(plans[1:], language)
         uploads = submit_many(
             store_media,
             [
-                (gen.id, audio_public_id(gen.story_id, language, plan.position, wav), wav,
-                 "audio", "wav", media.name)
-                for plan, wav in zip(plans, wavs, strict=True)
+                (gen.id, audio_public_id(gen.story_id, language, plan.position, built.data),
+                 built.data, "audio", built.extension, media.name)
+                for plan, built in zip(plans, audio, strict=True)
             ],
         )  # fmt: skip
         chapters: list[AudioChapter] = []
-        for plan, wav, upload in zip(plans, wavs, uploads, strict=True):
+        for plan, built, upload in zip(plans, audio, uploads, strict=True):
             stored = upload.result()
-            seconds = wav_duration(wav)
             chapters.append(
                 AudioChapter(
                     language=language,
@@ -155,20 +185,50 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
                     title=chapter_title(plan.position, language),
                     text=plan.text,
                     first_page=plan.first_page,
-                    duration_seconds=round(seconds, 3),
+                    duration_seconds=built.duration,
                     public_id=stored.public_id,
                     url=stored.url,
                     version=stored.version,
+                    sentences=[
+                        SentenceTiming(text=text, start=start, end=end, page=page)
+                        for text, page, (start, end) in zip(
+                            plan.sentences, plan.pages, built.spans, strict=True
+                        )
+                    ],
                 )
             )
             progress.advance(f"{language} chapter {plan.position}")
+        return chapters
+
+    failed: dict[Language, str] = {}
+    for language in languages:
+        try:
+            chapters = narrate(language)
+        except AccountError:
+            raise  # the account is refused: every language would fail the same way
+        except Exception as exc:
+            # This language failed after its retries: the book keeps the others, and
+            # narrating this one again later costs only this one.
+            reason = f"{type(exc).__name__}: {exc}"
+            get_run_logger().error("%s narration failed: %s", language, reason)
+            gen.save_narration_failure(language, reason)
+            failed[language] = reason
+            progress.advance(f"{language} failed")
+            continue
         gen.save_chapters(language, chapters)
         chapters_by_language[language] = chapters
         progress.advance(f"{language} done")
 
-    progress.finish(f"{sum(len(c) for c in chapters_by_language.values())} chapters")
+    if failed and not chapters_by_language and standalone:
+        # Nothing new to publish: the run fails and the book stays as it was.
+        raise RuntimeError(
+            "narration failed in every language asked for: "
+            + "; ".join(f"{lang}: {why}" for lang, why in failed.items())
+        )
+    done = sum(len(c) for c in chapters_by_language.values())
+    progress.finish(f"{done} chapters" + (f", {len(failed)} language(s) failed" if failed else ""))
     create_markdown_artifact(
-        report.narration_markdown(gen.story.title, chapters_by_language),
+        report.narration_markdown(gen.story.title, chapters_by_language, failed),
         key=f"narration-{gen.story_id}",
         description=f"Narration of {gen.story.title}",
     )
@@ -181,6 +241,7 @@ def _narrate(gen: Generation, only: list[Language] | None) -> NarrationResult:
             for lang, c in chapters_by_language.items()
         },
         usage=usage,
+        failed=failed,
     )
 
 

@@ -22,9 +22,13 @@ from prefect.client.schemas.objects import State, StateType
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
+from flows.fanout import submit_many
 from storyloom import services
+from storyloom.exports import BookFile, book_digest
+from storyloom.media.base import book_file_public_id
 from storyloom.models import (
     AudioChapter,
+    BookExport,
     CreativeStory,
     GenerationConfig,
     Illustration,
@@ -35,8 +39,10 @@ from storyloom.models import (
     WritingReport,
 )
 from storyloom.prompts import PROMPT_VERSION
+from storyloom.settings import get_settings
 from storyloom.store.records import GenerationInfo
-from tasks.media import delete_orphaned_media
+from tasks.exports import render_book_files
+from tasks.media import delete_orphaned_media, store_media
 
 Output = Literal["pages", "illustrations", "chapters"]
 _OVER = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}
@@ -64,6 +70,9 @@ class Generation:
 
     def save_chapters(self, language: Language, chapters: list[AudioChapter]) -> None:
         services.store().save_chapters(self.id, language, chapters)
+
+    def save_narration_failure(self, language: Language, reason: str) -> None:
+        services.store().save_narration_failure(self.id, language, reason)
 
     def add_usage(self, usage: list[Usage]) -> None:
         services.store().add_usage(self.id, usage)
@@ -113,6 +122,7 @@ def open_generation(
         )
     try:
         yield Generation(new_id, story, config)
+        _build_book_files(story_id, new_id)
     except BaseException as exc:
         _end(story_id, new_id, exc)
         raise
@@ -123,6 +133,66 @@ def open_generation(
         _sweep(story_id)
         raise
     delete_orphaned_media(story_id)
+
+
+def _build_book_files(story_id: str, generation_id: str) -> None:
+    """Render the book's files (reader page, EPUBs, PDF) and store them with the
+    generation, just before it is published. A failure here is logged and the book is
+    published without them: they can be made again from it (`storyloom export`)."""
+    formats = get_settings().exports
+    if not formats:
+        return
+    store = services.store()
+    try:
+        digest = book_digest(store.generation(generation_id), formats)
+        current = store.book(story_id)
+        same = current is not None and {e.digest for e in current.exports} == {digest}
+        # The same book as the published one: its files, not rendered (nor their pictures
+        # and audio downloaded) again.
+        if (
+            current is not None
+            and same
+            and all(store.reuse_media(generation_id, e.public_id) for e in current.exports)
+        ):
+            store.save_exports(generation_id, current.exports)
+            return
+        files = render_book_files(generation_id, formats)
+        media = services.media()
+        uploads = submit_many(
+            store_media,
+            [
+                (generation_id, book_file_public_id(story_id, _name(f), f.data), f.data, "file",
+                 f.extension, media.name)
+                for f in files
+            ],
+        )  # fmt: skip
+        exports = []
+        for file, upload in zip(files, uploads, strict=True):
+            stored = upload.result()
+            exports.append(
+                BookExport(
+                    format=file.format,
+                    language=file.language,
+                    public_id=stored.public_id,
+                    url=stored.url,
+                    version=stored.version,
+                    bytes=stored.bytes,
+                    digest=digest,
+                )
+            )
+        store.save_exports(generation_id, exports)
+    except Exception as exc:
+        get_run_logger().error(
+            "the book's files were not made (the book is published without them): %s: %s",
+            type(exc).__name__, exc,
+        )  # fmt: skip
+
+
+def _name(file: BookFile) -> str:
+    """The file's name in the story's books folder: reader, book-hi-IN, book."""
+    if file.format == "html":
+        return "reader"
+    return f"book-{file.language}" if file.language else "book"
 
 
 def _end(story_id: str, generation_id: str, exc: BaseException) -> None:

@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 _DANDAS = "।॥"
@@ -54,13 +54,15 @@ _CHAPTER_WORDS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ChapterPlan:
-    """One planned narration chapter: its text, where it starts, its sentences."""
+    """One planned narration chapter: its text, where it starts, its sentences and the
+    page each sentence comes from."""
 
     position: int
     text: str
     first_page: int
     sentences: tuple[str, ...]
     estimated_seconds: float
+    pages: tuple[int, ...] = ()  # one per sentence
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -133,6 +135,7 @@ def plan_chapters(
                 first_page=group[0][0],
                 sentences=sentences,
                 estimated_seconds=len(text) * seconds_per_char,
+                pages=tuple(page for page, _ in group),
             )
         )
     return chapters
@@ -217,6 +220,25 @@ def chunk_text(text: str, max_chars: int) -> list[str]:
                 current = part
     if current:
         chunks.append(current)
+    return chunks
+
+
+def speech_chunks(sentences: Sequence[str], max_chars: int) -> list[list[tuple[int, str]]]:
+    """A chapter's sentences packed, in order, into requests of at most max_chars: each
+    chunk a list of (sentence index, text) parts. A sentence longer than one request is
+    cut (at clauses, then words) into parts that keep its index."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    chunks: list[list[tuple[int, str]]] = []
+    size = 0
+    for index, sentence in enumerate(sentences):
+        for part in _fit(sentence, max_chars):
+            if chunks and size + 1 + len(part) <= max_chars:
+                chunks[-1].append((index, part))
+                size += 1 + len(part)
+            else:
+                chunks.append([(index, part)])
+                size = len(part)
     return chunks
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from storyloom.models import (
 from storyloom.settings import get_settings
 
 if TYPE_CHECKING:
+    from storyloom.models import ExportFormat
     from storyloom.store.repository import StoryStore
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
@@ -209,13 +210,80 @@ def stories_show(
     if book.writing is not None:
         _show_writing(book.writing)
     for language, chapters in book.chapters.items():
-        table = Table("#", "title", "from page", "seconds", "url", title=f"Narration {language}")
+        table = Table(
+            "#", "title", "from page", "seconds", "sentences", "url",
+            title=f"Narration {language}",
+        )  # fmt: skip
         for ch in chapters:
             table.add_row(
                 str(ch.position), ch.title, str(ch.first_page),
-                f"{ch.duration_seconds:.1f}", ch.url,
+                f"{ch.duration_seconds:.1f}", str(len(ch.sentences)), ch.url,
             )  # fmt: skip
         console.print(table)
+    for language, why in book.narration_failures.items():
+        console.print(f"[red]narration {language} failed[/red]: {why}")
+        console.print(
+            f"  narrate it again: prefect deployment run narration/generate "
+            f"-p story_id={story_id} -p 'languages=[\"{language}\"]'"
+        )
+    for export in book.exports:
+        suffix = f" ({export.language})" if export.language else ""
+        console.print(f"{export.format}{suffix}: {_where(export.url)}")
+
+
+def _where(url: str) -> str:
+    """A local file's path (what a person can open), or the URL."""
+    if url.startswith("file://"):
+        from urllib.parse import urlsplit
+        from urllib.request import url2pathname
+
+        return url2pathname(urlsplit(url).path)
+    return url
+
+
+@app.command("export")
+def export(
+    story_id: Annotated[str, typer.Argument(help="The story's id.", show_default=False)],
+    formats: Annotated[
+        list[str],
+        typer.Option("--format", "-f", help="html, epub or pdf; repeat for several."),
+    ] = ["html", "epub", "pdf"],  # noqa: B006 - typer reads the default, never mutates it
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The folder to write the files to.")
+    ] = Path("."),
+    language: Annotated[
+        str | None,
+        typer.Option("--language", "-l", help="Only this narration language (default: each)."),
+    ] = None,
+) -> None:
+    """Write the story's book as files: a reader page that opens from disk (pictures and
+    narration inside it), an EPUB 3 with read-along narration, a PDF for print."""
+    from storyloom import services
+    from storyloom.exports import BookSource, media_reader, render
+
+    known = ("html", "epub", "pdf")
+    unknown = [f for f in formats if f not in known]
+    if unknown:
+        raise _fail(f"unknown format {', '.join(unknown)}: use {', '.join(known)}", BAD_INPUT)
+    store = services.store()
+    _existing_story(store, story_id)
+    book = store.book(story_id)
+    if book is None:
+        raise _fail(f"story {story_id!r} has no book yet: run `storyloom generate {story_id}`")
+    if language is not None and language not in book.chapters:
+        have = ", ".join(book.chapters) or "none"
+        raise _fail(f"the book has no narration in {language} (it has: {have})", BAD_INPUT)
+    source = BookSource(book, media_reader(book, services.media()))
+    if language is not None:
+        source = BookSource(
+            book.model_copy(update={"chapters": {language: book.chapters[language]}}),
+            source.read,
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    for file in render(source, cast("list[ExportFormat]", formats)):  # checked above
+        path = output / file.file_name(story_id)
+        path.write_bytes(file.data)
+        console.print(f"{file.format}{f' ({file.language})' if file.language else ''}: {path}")
 
 
 @stories_app.command("delete")
@@ -341,10 +409,16 @@ def _summary(story_id: str, generation_id: str) -> None:
     for language, items in book.chapters.items():
         console.print(f"  narration {language}: {len(items)} chapters, "
                       f"{sum(c.duration_seconds for c in items):.1f} s")  # fmt: skip
+    for language, why in book.narration_failures.items():
+        console.print(f"  [red]narration {language} failed[/red]: {why}")
     console.print(f"  database: {_safe_url(settings.database_url)}")
     console.print(f"  media:    {settings.media_dir.resolve() / 'stories' / story_id}")
     if book.banner_url:
         console.print(f"  banner:   {book.banner_url}")
+    for export in book.exports:
+        label = {"html": "reader", "epub": "EPUB", "pdf": "PDF"}[export.format]
+        suffix = f" ({export.language})" if export.language else ""
+        console.print(f"  {label}{suffix}: {_where(export.url)}")
 
 
 @app.command()

@@ -207,6 +207,20 @@ class Illustration(_Strict):
         return self.position == 1
 
 
+class SentenceTiming(_Strict):
+    """Where one sentence of a chapter is spoken in the chapter's delivered file.
+
+    A chapter's sentences tile its file: the first starts at 0, each starts where the
+    one before ends (the pause after a sentence is its own), the last ends at the
+    file's duration. `page` is the page of the book the sentence comes from.
+    """
+
+    text: str
+    start: float = Field(ge=0, description="seconds from the start of the chapter's file")
+    end: float = Field(ge=0)
+    page: int = Field(ge=1)
+
+
 class AudioChapter(_Strict):
     language: Language
     position: int = Field(ge=1)
@@ -217,6 +231,25 @@ class AudioChapter(_Strict):
     public_id: str
     url: str
     version: str = ""
+    sentences: list[SentenceTiming] = Field(default_factory=list)
+
+
+ExportFormat = Literal["html", "epub", "pdf"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("html", "epub", "pdf")
+
+
+class BookExport(_Strict):
+    """One file of the book (reader page, EPUB, PDF), stored as media of its generation."""
+
+    format: ExportFormat
+    language: Language | None = None  # an EPUB's narration language; None: every one
+    public_id: str
+    url: str
+    version: str = ""
+    bytes: int = Field(ge=0)
+    # What it was rendered from (storyloom.exports.book_digest): a new generation whose
+    # book is the same reuses the file instead of rendering (and downloading) again.
+    digest: str = ""
 
 
 class Usage(_Strict):

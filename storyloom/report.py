@@ -49,21 +49,26 @@ def illustrations_markdown(
 
 
 def narration_markdown(
-    title: str, chapters: Mapping[Language, Sequence[AudioChapter]]
+    title: str,
+    chapters: Mapping[Language, Sequence[AudioChapter]],
+    failed: Mapping[Language, str] | None = None,
 ) -> str:
-    """A table per language: chapter, first page, measured duration, file."""
+    """A table per language: chapter, first page, measured duration, sentences, file;
+    then the languages that failed and why."""
     lines = [f"# Narration: {title}", ""]
+    for language, why in (failed or {}).items():
+        lines += [f"## {language}: failed", "", f"{why}", ""]
     for language, items in chapters.items():
         total = sum(c.duration_seconds for c in items)
         lines += [
             f"## {language}: {len(items)} chapters, {_seconds(total)}",
             "",
-            "| # | Title | Starts on page | Duration (measured) | Audio |",
-            "|---|---|---|---|---|",
+            "| # | Title | Starts on page | Duration (measured) | Sentences | Audio |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {c.position} | {c.title} | {c.first_page} | {c.duration_seconds:.1f} s "
-            f"| [{c.public_id}]({c.url}) |"
+            f"| {len(c.sentences)} | [{c.public_id}]({c.url}) |"
             for c in items
         ]
         lines.append("")
@@ -91,6 +96,9 @@ def usage_markdown(usage: Sequence[Usage]) -> str:
 MAX_PICTURES_SHOWN = 24
 
 
+_EXPORT_LABELS = {"html": "reader page", "epub": "EPUB", "pdf": "PDF"}
+
+
 def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
     """The whole storybook: totals, banner, every page with its picture, chapters, cost."""
     pictures = {item.page_number: item for item in book.illustrations}
@@ -108,6 +116,11 @@ def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
         f"style {config.image_style.value}.",
         "",
     ]
+    if book.exports:
+        lines += ["**The book as files:** " + ", ".join(
+            f"[{_EXPORT_LABELS[e.format]}{f' ({e.language})' if e.language else ''}]({e.url})"
+            for e in book.exports
+        ), ""]  # fmt: skip
     for page in book.pages:
         lines += [f"## Page {page.number} ({page.words} words)", ""]
         if page.number in pictures:
@@ -117,8 +130,12 @@ def book_markdown(book: StoryBook, image_src: ImageSource = _same) -> str:
             else:
                 lines += [f"Picture: `{item.public_id}` ({item.url})", ""]
         lines += [page.text, ""]
-    if book.chapters:
-        lines.append(narration_markdown("chapters", book.chapters).replace("# Narration: ", "# "))
+    if book.chapters or book.narration_failures:
+        lines.append(
+            narration_markdown("chapters", book.chapters, book.narration_failures).replace(
+                "# Narration: ", "# "
+            )
+        )
     if book.writing is not None:
         lines += [writing_markdown(book.writing), ""]
     cost = usage_markdown(book.usage)

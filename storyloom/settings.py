@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # Narration chapters: aim for this many seconds, never plan one over the maximum.
     chapter_seconds: float = Field(60.0, gt=5)
     chapter_max_seconds: float = Field(75.0, gt=5)
+    # How chapters are delivered: MP3 (mono, constant bitrate through libsndfile; 48
+    # kbps is about 0.36 MB a minute) or WAV (16-bit PCM, about 2.6 MB a minute).
+    audio_format: Literal["mp3", "wav"] = "mp3"
+    audio_bitrate_kbps: int = Field(48, ge=8, le=320)
+    # The book's files built when a generation is published (storyloom/exports).
+    exports: list[Literal["html", "epub", "pdf"]] = ["html", "epub", "pdf"]
 
     # Retries of paid calls: only transient errors, exponential backoff with jitter, and
     # never sooner than the server asked (Retry-After). retry_wait_scale=0 turns all

@@ -43,10 +43,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
             monkeypatch.delenv(name)
     home = tmp_path / "storyloom"
     monkeypatch.setenv("STORYLOOM_HOME", str(home))
+    # Book files (reader page, EPUB, PDF) are rendered at every publish; the tests of
+    # other promises leave that out (it costs each run seconds): tests/flows/
+    # test_book_files.py and the system tests turn it on.
+    monkeypatch.setenv("STORYLOOM_EXPORTS", "[]")
     monkeypatch.chdir(tmp_path)  # nothing may land in the checkout's var/
     services.reset()
     yield home
     services.reset()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Declared here too, so a run without xdist (`-p no:xdist`) accepts the groups.
+    config.addinivalue_line("markers", "xdist_group(name): run the group in one xdist worker")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from storyloom.models import Language, StoryId
 
-MediaKind = Literal["image", "audio"]
+MediaKind = Literal["image", "audio", "file"]  # "file": the book's files (HTML, EPUB, PDF)
 _STORY_ID: TypeAdapter[str] = TypeAdapter(StoryId)
 
 
@@ -31,6 +31,11 @@ def image_public_id(story_id: str, page_number: int, data: bytes) -> str:
 def audio_public_id(story_id: str, language: Language, position: int, data: bytes) -> str:
     """`stories/{id}/audio/{language}/chapter-02-{hash}`, named by its bytes as images are."""
     return f"stories/{story_id}/audio/{language}/chapter-{position:02d}-{content_tag(data)}"
+
+
+def book_file_public_id(story_id: str, name: str, data: bytes) -> str:
+    """`stories/{id}/books/{name}-{hash}`: a file of the book (reader page, EPUB, PDF)."""
+    return f"stories/{story_id}/books/{name}-{content_tag(data)}"
 
 
 def story_prefix(story_id: str) -> str:
@@ -59,6 +64,10 @@ class MediaStore(Protocol):
         self, public_id: str, data: bytes, *, kind: MediaKind, extension: str
     ) -> StoredMedia:
         """Store data under public_id, replacing what was there."""
+        ...
+
+    def read(self, public_id: str, *, kind: MediaKind, extension: str) -> bytes:
+        """The bytes stored under public_id; FileNotFoundError when there are none."""
         ...
 
     def delete(self, public_id: str, *, kind: MediaKind) -> bool:

@@ -32,6 +32,7 @@ import cloudinary.api_client.call_api
 import cloudinary.exceptions
 import cloudinary.uploader
 import cloudinary.utils
+import httpx
 import urllib3.exceptions
 
 from storyloom.media.base import MediaKind, StoredMedia, story_prefix
@@ -46,7 +47,7 @@ PROVIDER = "cloudinary"
 POOL_CONNECTIONS = 16
 
 # Audio goes up as "video": Cloudinary has no audio resource type.
-RESOURCE_TYPES: dict[MediaKind, str] = {"image": "image", "audio": "video"}
+RESOURCE_TYPES: dict[MediaKind, str] = {"image": "image", "audio": "video", "file": "raw"}
 
 # Plain path segments only: a dot would read as a format, and "..", "?" or "#" would
 # make an id whose URL means something else.
@@ -203,10 +204,14 @@ class CloudinaryMediaStore:
                 fetch_format="auto",
                 quality="auto",
             )
-        else:
+        elif kind == "audio":
             # Audio is delivered as stored: no transformation, its own format.
             fmt = str(answer.get("format") or extension)
             url = self.url(public_id, version, kind, format=fmt)
+            thumbnail = ""
+        else:
+            # A raw file's URL is its id: Cloudinary transforms and converts nothing.
+            url = self.url(public_id, version, kind)
             thumbnail = ""
         return StoredMedia(
             public_id=public_id,
@@ -264,6 +269,40 @@ class CloudinaryMediaStore:
             invalidate=True,
         )
         return answer.get("result") == "ok"
+
+    def read(self, public_id: str, *, kind: MediaKind, extension: str) -> bytes:
+        """The stored bytes, through the Upload API's signed download (on the API host,
+        like every other call), not a CDN URL. The signed URL never reaches a message."""
+        _check_public_id(public_id)
+        url = cloudinary.utils.private_download_url(
+            public_id,
+            "" if kind == "file" else extension,
+            resource_type=RESOURCE_TYPES[kind],
+            type="upload",
+            **self._account(),
+        )
+        try:
+            response = httpx.get(url, timeout=self.timeout, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise cloudinary_error(
+                OSError(f"download failed: {type(exc).__name__}"),
+                secret=self._api_secret,
+                now=self._clock(),
+            ) from None
+        if response.status_code == 404:
+            raise FileNotFoundError(f"Cloudinary has no {kind} {public_id!r}")
+        if response.status_code != 200:
+            try:
+                message = str(response.json()["error"]["message"])
+            except (ValueError, KeyError, TypeError):
+                message = response.reason_phrase
+            raise cloudinary_error(
+                cloudinary.exceptions.Error(message),
+                status=response.status_code,
+                secret=self._api_secret,
+                now=self._clock(),
+            )
+        return response.content
 
     def url(self, public_id: str, version: str, kind: MediaKind, **transformation: Any) -> str:
         """The versioned delivery URL of public_id, with an optional transformation."""

@@ -69,6 +69,9 @@ class LocalMediaStore:
             raise PermanentError(self.name, f"cannot write to {self.root}: {reason}") from None
         return f"folder {self.root} is writable"
 
+    def read(self, public_id: str, *, kind: MediaKind, extension: str) -> bytes:
+        return self.path_for(public_id, extension).read_bytes()
+
     def delete(self, public_id: str, *, kind: MediaKind) -> bool:
         # The extension is not part of the public id: any file of that name goes.
         path = self.path_for(public_id, "x")

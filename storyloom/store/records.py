@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from storyloom.models import (
     AudioChapter,
+    BookExport,
     GenerationConfig,
     Illustration,
     Language,
@@ -70,6 +71,10 @@ class StoryBook(_Record):
     thumbnail_url: str | None
     usage: list[Usage]  # one entry per provider, summed
     writing: WritingReport | None = None  # how the text was written; None before writing
+    # Narration languages that failed after their retries, with the reason: the book is
+    # published with the languages that completed; narrating one again costs only it.
+    narration_failures: dict[Language, str] = Field(default_factory=dict)
+    exports: list[BookExport] = Field(default_factory=list)  # reader page, EPUBs, PDF
     created_at: datetime
     finished_at: datetime | None
 

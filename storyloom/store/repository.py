@@ -23,6 +23,7 @@ from storyloom.media.base import MediaKind, StoredMedia
 from storyloom.models import (
     STORY_ADAPTER,
     AudioChapter,
+    BookExport,
     CreativeStory,
     GenerationConfig,
     Illustration,
@@ -278,7 +279,7 @@ class StoryStore:
             raise ValueError(f"chapters in {', '.join(strays)} saved as {language}")
         _require_unique([c.position for c in chapters], "chapter position")
         with self._write.begin() as session:
-            _running(session, generation_id)
+            row = _running(session, generation_id)
             session.execute(
                 delete(AudioChapterRow).where(
                     AudioChapterRow.generation_id == generation_id,
@@ -286,6 +287,28 @@ class StoryStore:
                 )
             )
             _insert(session, AudioChapterRow, generation_id, chapters)
+            if language in (row.narration_failures or {}):  # it worked this time
+                row.narration_failures = {
+                    k: v for k, v in (row.narration_failures or {}).items() if k != language
+                }
+
+    def save_narration_failure(self, generation_id: str, language: Language, reason: str) -> None:
+        """Record that a narration language failed after its retries, and why; the
+        generation's chapters in that language, if any, are dropped."""
+        with self._write.begin() as session:
+            row = _running(session, generation_id)
+            session.execute(
+                delete(AudioChapterRow).where(
+                    AudioChapterRow.generation_id == generation_id,
+                    AudioChapterRow.language == language,
+                )
+            )
+            row.narration_failures = {**(row.narration_failures or {}), language: reason}
+
+    def save_exports(self, generation_id: str, exports: list[BookExport]) -> None:
+        """Keep the book's files (their media rows are recorded as they are stored)."""
+        with self._write.begin() as session:
+            _running(session, generation_id).exports = [e.model_dump(mode="json") for e in exports]
 
     def save_writing(self, generation_id: str, report: WritingReport) -> None:
         """Keep how the generation's text was written (outline, ledger, flags, figures)."""
@@ -393,8 +416,7 @@ class StoryStore:
                 return  # the first ending is the one that explains it
             if generation.status != "running":
                 raise GenerationStateError(
-                    f"generation {generation_id} is {generation.status}: it cannot be "
-                    f"{status} now"
+                    f"generation {generation_id} is {generation.status}: it cannot be {status} now"
                 )
             generation.status = status
             generation.error = truncate_error(error)
@@ -901,9 +923,11 @@ def _book(session: Session, story: StoryRow, generation: GenerationRow) -> Story
         banner_url=generation.banner_url,
         thumbnail_url=generation.thumbnail_url,
         usage=[Usage.model_validate(u) for u in generation.usage],
-        writing=None if generation.writing is None else WritingReport.model_validate(
-            generation.writing
-        ),
+        writing=None
+        if generation.writing is None
+        else WritingReport.model_validate(generation.writing),
+        narration_failures=generation.narration_failures or {},
+        exports=[BookExport.model_validate(e) for e in generation.exports or []],
         created_at=generation.created_at,
         finished_at=generation.finished_at,
     )

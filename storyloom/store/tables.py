@@ -19,6 +19,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Fixed constraint names, so migrations can address them on every database.
@@ -59,6 +62,7 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime(),
         dict[str, Any]: JSON(),
         list[dict[str, Any]]: JSON(),
+        dict[str, str]: JSON(),
     }
 
 
@@ -88,9 +92,7 @@ class GenerationRow(Base):
 
     __tablename__ = "generations"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('running', 'complete', 'failed', 'cancelled')", name="status"
-        ),
+        CheckConstraint("status IN ('running', 'complete', 'failed', 'cancelled')", name="status"),
         # Newest generation of a story, and pruning by age.
         Index("ix_generations_story_id_created_at", "story_id", "created_at"),
     )
@@ -109,6 +111,10 @@ class GenerationRow(Base):
     # How the text was written (models.WritingReport): outline, fact ledger, flags for
     # the teller's approval, length misses, precision and recall. None before writing.
     writing: Mapped[dict[str, Any] | None]
+    # Narration languages that failed after their retries: {language: reason}.
+    narration_failures: Mapped[dict[str, str] | None]
+    # The book's files (models.BookExport), built when the generation is published.
+    exports: Mapped[list[dict[str, Any]] | None]
     banner_url: Mapped[str | None] = mapped_column(Text)
     thumbnail_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
@@ -159,6 +165,8 @@ class AudioChapterRow(Base):
     public_id: Mapped[str] = mapped_column(String(255))
     url: Mapped[str] = mapped_column(Text)
     version: Mapped[str] = mapped_column(String(64))
+    # Where each sentence is spoken in the file (models.SentenceTiming), in order.
+    sentences: Mapped[list[dict[str, Any]]] = mapped_column(JSON, server_default=sql_text("'[]'"))
 
 
 class MediaRow(Base):
@@ -187,6 +195,8 @@ class GenerationMediaRow(Base):
 
     generation_id: Mapped[str] = _generation_fk()
     public_id: Mapped[str] = mapped_column(
-        String(255), ForeignKey("media.public_id", ondelete="CASCADE"), primary_key=True,
+        String(255),
+        ForeignKey("media.public_id", ondelete="CASCADE"),
+        primary_key=True,
         index=True,
     )

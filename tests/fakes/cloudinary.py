@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.server import ErrorBody, FakeState, Fault, FaultMiddleware, serve
@@ -328,6 +328,28 @@ class CloudinaryFake:
         except ApiError as exc:
             return error_response(exc)
 
+    async def download(self, request: Request) -> Response:
+        """`GET /v1_1/{cloud}/{rt}/download` (Upload API, signed query): the stored bytes
+        of `public_id` (in `format`, which must be the stored one: the fake converts
+        nothing)."""
+        try:
+            self._check_cloud(request)
+            params = dict(request.query_params)
+            self._check_signed(params)
+            rt = request.path_params["rt"]
+            public_id = params.get("public_id", "")
+            if not public_id:
+                raise ApiError(400, "Missing required parameter - public_id")
+            asset = self.state.asset(rt, public_id)
+            if asset is None or params.get("type", "upload") != "upload":
+                raise ApiError(404, f"Resource not found - {public_id}")
+            wanted = params.get("format", "")
+            if wanted and asset.format and wanted != asset.format:
+                raise ApiError(400, f"The fake cannot convert {asset.format} to {wanted}")
+            return Response(asset.data, media_type="application/octet-stream")
+        except ApiError as exc:
+            return error_response(exc)
+
     # --- storing ------------------------------------------------------------------------
 
     def _store(
@@ -476,6 +498,7 @@ def build_app(state: CloudinaryState) -> FaultMiddleware:
             Route("/v1_1/{cloud}/ping", fake.ping, methods=["GET"]),
             Route(f"/v1_1/{{cloud}}/{rt}/upload", fake.upload, methods=["POST"]),
             Route(f"/v1_1/{{cloud}}/{rt}/destroy", fake.destroy, methods=["POST"]),
+            Route(f"/v1_1/{{cloud}}/{rt}/download", fake.download, methods=["GET"]),
         ]
     )
     return FaultMiddleware(app, state, make_error_body(state))

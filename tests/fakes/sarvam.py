@@ -12,11 +12,13 @@ import array
 import base64
 import io
 import math
+import re
 import uuid
 import wave
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -92,13 +94,20 @@ def quota_exhausted(*, path: str = "") -> Fault:
 
 def tone_wav(seconds: float, sample_rate: int) -> bytes:
     """A 16-bit mono PCM WAV of a quiet tone lasting `seconds`."""
+    return _wav(_tone(seconds, sample_rate), sample_rate)
+
+
+def _tone(seconds: float, sample_rate: int) -> array.array[int]:
     frames = max(1, round(seconds * sample_rate))
     period = max(2, sample_rate // TONE_HZ)
     cycle = array.array(
         "h", (round(TONE_AMPLITUDE * math.sin(2 * math.pi * i / period)) for i in range(period))
     )
     # Repeating one cycle keeps a minutes-long answer cheap to build.
-    samples = (cycle * (frames // period + 1))[:frames]
+    return (cycle * (frames // period + 1))[:frames]
+
+
+def _wav(samples: array.array[int], sample_rate: int) -> bytes:
     out = io.BytesIO()
     with wave.open(out, "wb") as writer:
         writer.setnchannels(1)
@@ -106,6 +115,40 @@ def tone_wav(seconds: float, sample_rate: int) -> bytes:
         writer.setframerate(sample_rate)
         writer.writeframes(samples.tobytes())
     return out.getvalue()
+
+
+# Like a real voice, the fake does not read at one even rate: each sentence at its own
+# pace, a pause after it, a shorter one at a comma. Where it put each sentence is
+# recorded (SarvamState.spoken), so tests can check timings measured from the audio.
+SENTENCE_PAUSE = 0.35
+COMMA_PAUSE = 0.12
+_SENTENCE_END = re.compile(r"(?<=[.?!।॥])\s+")
+
+
+def _pace(sentence: str) -> float:
+    """A sentence's own speed, 0.8 to 1.2 times the voice's: fixed by its text."""
+    return 0.8 + 0.4 * (zlib.crc32(sentence.encode()) % 1000) / 999
+
+
+def voice(
+    text: str, seconds_per_char: float, sample_rate: int
+) -> tuple[bytes, list[tuple[str, float, float]]]:
+    """The fake's speech for text, and each sentence's [start, end) in seconds."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    samples = array.array("h")
+    spans: list[tuple[str, float, float]] = []
+    for number, sentence in enumerate(sentences):
+        start = len(samples) / sample_rate
+        clauses = sentence.split(",")
+        for i, clause in enumerate(clauses):
+            chars = len(clause) + (i < len(clauses) - 1)
+            samples += _tone(seconds_per_char * chars * _pace(sentence), sample_rate)
+            if i < len(clauses) - 1:
+                samples += array.array("h", bytes(2 * round(COMMA_PAUSE * sample_rate)))
+        if number < len(sentences) - 1:
+            samples += array.array("h", bytes(2 * round(SENTENCE_PAUSE * sample_rate)))
+        spans.append((sentence, start, len(samples) / sample_rate))
+    return _wav(samples, sample_rate), spans
 
 
 def _error(status: int, message: str, code: str = "invalid_request_error") -> JSONResponse:
@@ -125,6 +168,17 @@ class SarvamState(FakeState):
     """FakeState plus the speaking rate: how long the audio is for a character of text."""
 
     seconds_per_char: float = SECONDS_PER_CHAR
+    # Every answer's sentences and where the fake put them: (text, start, end) seconds.
+    spoken: list[list[tuple[str, float, float]]] = field(default_factory=list)
+    # Languages the voice fails in, every time, with this HTTP status (a model outage
+    # for one language: 500 internal_server_error, retried, then given up).
+    failing_languages: dict[str, int] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        super().reset()
+        self.seconds_per_char = SECONDS_PER_CHAR
+        self.spoken.clear()
+        self.failing_languages.clear()
 
 
 def make_app(api_key: str, state: SarvamState) -> ASGIApp:
@@ -181,7 +235,11 @@ def make_app(api_key: str, state: SarvamState) -> ASGIApp:
             return _error(400, f"Invalid speech_sample_rate {rate}")
         if codec != "wav":
             return _error(400, f"This fake answers only wav, not {codec!r}")
-        wav = tone_wav(state.seconds_per_char * len(text) / pace, rate)
+        if language in state.failing_languages:
+            status = state.failing_languages[language]
+            return JSONResponse(error_body(status), status)
+        wav, spans = voice(text, state.seconds_per_char / pace, rate)
+        state.spoken.append(spans)
         return JSONResponse(
             {"request_id": uuid.uuid4().hex, "audios": [base64.b64encode(wav).decode("ascii")]}
         )

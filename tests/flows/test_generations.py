@@ -60,10 +60,10 @@ def test_a_regeneration_that_fails_late_touches_nothing_published(
     stored_before = set(fakes.cloudinary.public_ids())
     calls_before = len(fakes.cloudinary.calls)
 
-    # New pictures (another style), then the speech API refuses: the run fails after
-    # its images were stored.
-    fakes.sarvam.schedule(Fault(status=400, path_contains="/text-to-speech"))
-    with pytest.raises(Exception, match=r"400|rejected|refused|Bad Request"):
+    # New pictures (another style), then the speech API refuses the key (revoked): the
+    # run fails after its images were stored.
+    fakes.sarvam.schedule(Fault(status=403, path_contains="/text-to-speech"))
+    with pytest.raises(Exception, match=r"403|rejected|refused|key"):
         story(story_id=life_story.id, image_style="minimalist", **BOOK)
 
     new_uploads = uploaded(fakes.cloudinary.calls[calls_before:]) - stored_before

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import itertools
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import pytest
+import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -16,7 +19,7 @@ from flows.illustrations import illustrations
 from flows.narration import narration
 from flows.story import story
 from storyloom import services
-from storyloom.audio import wav_duration
+from storyloom.audio import measure
 from storyloom.models import CreativeStory, LifeStory
 from storyloom.settings import get_settings
 from tests.fakes.server import Fault
@@ -68,9 +71,22 @@ def test_life_story_end_to_end(life_story: LifeStory) -> None:
             path = local_path(chapter.url)
             folder = media / "stories" / life_story.id / "audio" / language
             assert path.parent == folder
-            measured = wav_duration(path.read_bytes())
+            # Delivered as MP3, mono, under 0.6 MB a minute; measured on that file.
+            assert path.suffix == ".mp3"
+            data = path.read_bytes()
+            with soundfile.SoundFile(io.BytesIO(data)) as decoded:
+                assert (decoded.format, decoded.channels) == ("MP3", 1)
+            measured = measure(data)
             assert chapter.duration_seconds == pytest.approx(measured, abs=0.01)
             assert 5 < chapter.duration_seconds <= 75
+            assert len(data) / (measured / 60) <= 0.6e6
+            # Every sentence timed: they tile the file, in order, and say the chapter.
+            timings = chapter.sentences
+            assert " ".join(t.text for t in timings) == chapter.text
+            assert timings[0].start == 0
+            assert all(a.end == b.start for a, b in itertools.pairwise(timings))
+            assert all(t.end > t.start for t in timings)
+            assert timings[-1].end == pytest.approx(measured, abs=0.002)
     # 2,000 words take minutes to say: more than one chapter per language.
     assert all(len(chapters) >= 3 for chapters in book.chapters.values())
 

@@ -242,7 +242,9 @@ def test_chapters_follow_the_measured_voice_not_the_estimate(
     durations = [c.duration_seconds for c in chapters]
     # Planned at the estimate, chapters would run about 96 s; measured, about a minute:
     # each page (a section start here) shared evenly by its chapters, none a short tail.
+    # (The fake reads each sentence at its own pace, 0.8 to 1.2 times the voice's, as a
+    # real voice does: chapters vary around the minute.)
     assert max(durations) <= 75
-    assert min(durations) >= 40, durations
+    assert min(durations) >= 35, durations
     speech = fakes.sarvam.calls_to("/text-to-speech")
     assert len(speech) <= len(chapters) + 1  # the first chapter spoken twice at most

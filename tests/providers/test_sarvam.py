@@ -32,6 +32,7 @@ from tests.fakes.sarvam import (
     SECONDS_PER_CHAR,
     V2_SPEAKERS,
     V3_SPEAKERS,
+    SarvamState,
     quota_exhausted,
     rate_limited,
     sarvam_fake,
@@ -42,18 +43,18 @@ KEY = "test-key-3f9a1c"  # distinctive, so a leak into a message cannot hide
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[tuple[str, FakeState]]:
+def fake() -> Iterator[tuple[str, SarvamState]]:
     with sarvam_fake(api_key=KEY) as served:
         yield served
 
 
 @pytest.fixture
-def base_url(fake: tuple[str, FakeState]) -> str:
+def base_url(fake: tuple[str, SarvamState]) -> str:
     return fake[0]
 
 
 @pytest.fixture
-def state(fake: tuple[str, FakeState]) -> Iterator[FakeState]:
+def state(fake: tuple[str, SarvamState]) -> Iterator[SarvamState]:
     fake[1].reset()
     yield fake[1]
     fake[1].reset()
@@ -121,7 +122,7 @@ def test_speak_sends_the_documented_request(
 
 
 def test_speak_returns_a_mono_16bit_wav_that_is_not_silent(
-    http: httpx.Client, base_url: str, state: FakeState
+    http: httpx.Client, base_url: str, state: SarvamState
 ) -> None:
     text = "Once upon a time, in a village by the river."
     speech = speaker_for(http, base_url, sample_rate=16000).speak(text, "en-IN")
@@ -129,7 +130,9 @@ def test_speak_returns_a_mono_16bit_wav_that_is_not_silent(
     assert speech.wav[:4] == b"RIFF"
     channels, width, rate, seconds, peak = wav_facts(speech.wav)
     assert (channels, width, rate) == (1, 2, 16000)
-    assert seconds == pytest.approx(SECONDS_PER_CHAR * len(text), abs=0.01)
+    # One sentence at its own pace, 0.8 to 1.2 times the voice's, with a comma's pause.
+    assert 0.8 * SECONDS_PER_CHAR * len(text) < seconds < 1.2 * SECONDS_PER_CHAR * len(text) + 0.2
+    assert seconds == pytest.approx(state.spoken[-1][-1][2], abs=0.001)
     assert peak > 0
     assert speech.usage.provider == "sarvam-tts"
     assert speech.usage.characters == len(text)
