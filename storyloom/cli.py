@@ -489,3 +489,82 @@ def worker(
     from storyloom import jobs
 
     raise typer.Exit(jobs.work(pool, limit=limit, name=name))
+
+
+tenants_app = typer.Typer(no_args_is_help=True, help="Tenants of the HTTP API and their keys.")
+app.add_typer(tenants_app, name="tenants")
+
+
+@tenants_app.command("add")
+def tenants_add(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.", show_default=False)],
+    name: Annotated[str | None, typer.Option(help="A name to show.")] = None,
+) -> None:
+    """Add a tenant; its API key is printed once, on the last line (it is stored hashed:
+    it cannot be shown again)."""
+    from storyloom import services
+    from storyloom.store.access import AccessError
+
+    try:
+        key = services.store().add_tenant(tenant_id, name)
+    except AccessError as exc:
+        raise _fail(str(exc), BAD_INPUT) from None
+    err.print(f"tenant [bold]{tenant_id}[/bold] added; its API key (shown once):")
+    print(key)
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Every tenant."""
+    from storyloom import services
+
+    for tenant_id, name in services.store().tenants():
+        console.print(f"{tenant_id}\t{name}")
+
+
+@tenants_app.command("key")
+def tenants_key(
+    tenant_id: Annotated[
+        str | None, typer.Argument(help="The tenant; none with --admin.", show_default=False)
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin key: every story.")] = False,
+    revoke: Annotated[
+        str | None, typer.Option(help="Revoke this key id (the part after sl_) instead.")
+    ] = None,
+) -> None:
+    """Make another API key for a tenant (or an admin key), printed once on the last line;
+    or revoke one."""
+    from storyloom import services
+    from storyloom.store.access import AccessError
+
+    store = services.store()
+    if revoke is not None:
+        if not store.revoke_key(revoke):
+            raise _fail(f"no live key {revoke!r}", BAD_INPUT)
+        console.print(f"key {revoke} revoked")
+        return
+    if admin == (tenant_id is not None):
+        raise _fail("name a tenant, or --admin for an admin key", BAD_INPUT)
+    try:
+        key = store.add_key(tenant_id)
+    except AccessError as exc:
+        raise _fail(str(exc), BAD_INPUT) from None
+    err.print("a new API key (shown once):")
+    print(key)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port.")] = 8000,
+) -> None:
+    """Run the HTTP API (OpenAPI at /docs) against the story database and media store
+    this environment names."""
+    import uvicorn
+
+    from storyloom import services
+
+    services.store()  # fails here, with the reason, if the database cannot be opened
+    err.print(f"storyloom API on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
+    uvicorn.run("storyloom.api:create_app", factory=True, host=host, port=port,
+                log_level="warning", access_log=False)  # fmt: skip

@@ -34,6 +34,7 @@ from storyloom.models import (
     WritingReport,
 )
 from storyloom.store import migrator
+from storyloom.store.access import AccessStore
 from storyloom.store.engine import create_store_engine, reader
 from storyloom.store.records import (
     REASONS,
@@ -91,8 +92,9 @@ class GenerationConflictError(GenerationStateError):
     publishing this one would silently drop that run's work."""
 
 
-class StoryStore:
-    """Stories, their generations and outputs, in SQLite or PostgreSQL."""
+class StoryStore(AccessStore):
+    """Stories, their generations and outputs, in SQLite or PostgreSQL; with tenants,
+    API keys and share links (access.py)."""
 
     def __init__(self, url: str) -> None:
         self.engine = create_store_engine(url)

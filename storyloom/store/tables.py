@@ -66,12 +66,57 @@ class Base(DeclarativeBase):
     }
 
 
+class TenantRow(Base):
+    """An application (or a customer of one) that owns stories and reaches them with keys."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class ApiKeyRow(Base):
+    """A key to the HTTP API: its tenant's, or an admin key (no tenant). Only a hash of
+    the key's secret is kept; the key itself is shown once, when it is made."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public part
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    secret_hash: Mapped[str] = mapped_column(String(64))  # SHA-256 hex of the secret part
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class ShareRow(Base):
+    """A link to a story's reader page for people without a key: expires, revocable.
+    Only a hash of its token is kept."""
+
+    __tablename__ = "shares"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    story_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("stories.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 class StoryRow(Base):
     """A story's raw material; `current_generation_id` is the book readers see."""
 
     __tablename__ = "stories"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Who owns it: a tenant of the HTTP API, or nobody (made with the CLI).
+    tenant_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
     kind: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(200))
     language: Mapped[str] = mapped_column(String(8))
