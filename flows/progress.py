@@ -39,6 +39,7 @@ class Progress:
 
     def __init__(self, flow: str, story_id: str, total: int, description: str) -> None:
         self.flow, self.story_id = flow, story_id
+        self.description = description
         self.done, self.total = 0, max(total, 1)
         self._lock = threading.Lock()
         self._last_sent = 0.0
@@ -72,4 +73,9 @@ class Progress:
         now = time.monotonic()
         if force or now - self._last_sent >= self.MIN_INTERVAL:
             self._last_sent = now
-            update_progress_artifact(self._artifact, progress=100.0 * self.done / self.total)
+            # The step in the description: the job API reports it as the current step.
+            update_progress_artifact(
+                self._artifact,
+                progress=100.0 * self.done / self.total,
+                description=f"{self.description}: {note}" if note else self.description,
+            )

@@ -46,7 +46,6 @@ def _fit_consoles() -> None:
         out.soft_wrap = not out.is_terminal
 
 
-
 @app.callback()
 def _each_invocation() -> None:
     _fit_consoles()
@@ -568,3 +567,206 @@ def api(
     err.print(f"storyloom API on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)")
     uvicorn.run("storyloom.api:create_app", factory=True, host=host, port=port,
                 log_level="warning", access_log=False)  # fmt: skip
+
+
+jobs_app = typer.Typer(
+    no_args_is_help=True,
+    help="Jobs on a Prefect server (PREFECT_API_URL): the same core as the HTTP API.",
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _job_view(job_id: str) -> dict[str, Any]:
+    from storyloom import jobs
+
+    found = jobs.status(job_id)
+    if found is None:
+        raise _fail(f"no job {job_id}")
+    run = found.run
+    return {
+        "id": run.id, "kind": run.name, "state": run.state, "state_name": run.state_name,
+        "progress": found.progress, "step": found.step,
+        "children": [{"id": c.id, "kind": c.name, "state": c.state} for c in found.children],
+        "created_at": run.created, "started_at": run.started, "finished_at": run.finished,
+        "error": run.error,
+    }  # fmt: skip
+
+
+def _follow(job_id: str) -> dict[str, Any]:
+    """Show the job's progress as a bar until it ends; its last view."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from storyloom import jobs
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[step]}"), console=err, transient=False,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("starting", total=1.0, step="")
+        while True:
+            view = _job_view(job_id)
+            bar.update(
+                task, completed=view["progress"] or 0.0, description=view["state_name"],
+                step=view["step"] or "",
+            )  # fmt: skip
+            if view["state"] in jobs.FINAL_STATES:
+                return view
+            time.sleep(1.0)
+
+
+def _print_job(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps(view, default=str))
+        return
+    line = f"{view['id']}  {view['kind']}  {view['state_name']}"
+    if view["progress"] is not None:
+        line += f"  {view['progress']:.0%}"
+    console.print(line + (f"  {view['step']}" if view["step"] else ""))
+    for child in view["children"]:
+        console.print(f"  child {child['id']}  {child['kind']}  {child['state']}")
+    if view["error"]:
+        console.print(f"  error: {view['error']}")
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    story_id: Annotated[str, typer.Argument(help="The story's id.", show_default=False)],
+    kind: Annotated[str, typer.Option(help="story, illustrations or narration.")] = "story",
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="An option as KEY=VALUE (JSON values); repeat."),
+    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="The same key: the same job.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow it to the end.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Submit a job to the server's deployments; its id is printed (last line)."""
+    from storyloom import jobs, services
+
+    if kind not in jobs.JOB_KINDS:
+        raise _fail(f"unknown kind {kind!r}: use {', '.join(jobs.JOB_KINDS)}", BAD_INPUT)
+    options: dict[str, Any] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _fail(f"--param {item!r}: write KEY=VALUE", BAD_INPUT)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    try:
+        parameters = jobs.job_parameters(kind, options)
+    except ValidationError as exc:
+        for line in explain(exc):
+            err.print(line)
+        raise typer.Exit(BAD_INPUT) from None
+    _existing_story(services.store(), story_id)
+    job_id = jobs.submit(kind, story_id, parameters, idempotency_key=idempotency_key)
+    if not wait:
+        if as_json:
+            console.print_json(json.dumps({"id": job_id}))
+        else:
+            print(job_id)
+        return
+    view = _follow(job_id)
+    _print_job(view, as_json)
+    if view["state"] != "completed":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job_id: Annotated[str, typer.Argument(help="The job's id.", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", help="Follow it to the end.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A job's state, progress, step, children and error."""
+    view = _follow(job_id) if follow else _job_view(job_id)
+    _print_job(view, as_json)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id.", show_default=False)],
+) -> None:
+    """Cancel a job and its children (a finished job: exit 1)."""
+    from storyloom import jobs
+
+    before = jobs.cancel(job_id)
+    if before is None:
+        raise _fail(f"no job {job_id}")
+    if before.final:
+        raise _fail(f"job {job_id} has finished: it is {before.state}")
+    console.print(f"job {job_id} cancelled (it was {before.state})")
+
+
+@jobs_app.command("list")
+def jobs_list(
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    story: Annotated[str | None, typer.Option(help="Only this story's.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recent runs of the job deployments, newest first."""
+    from storyloom import jobs
+
+    runs = jobs.recent(kind=kind, story_id=story, limit=limit)  # type: ignore[arg-type]
+    if as_json:
+        console.print_json(json.dumps([r.__dict__ for r in runs], default=str))
+        return
+    for run in runs:
+        console.print(f"{run.id}  {run.name:<13} {run.state_name:<10} {run.created}")
+
+
+@jobs_app.command("stats")
+def jobs_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Per kind: jobs by state, the pool's limit and what runs now; the API limits."""
+    from storyloom import jobs
+
+    stats = jobs.stats()
+    if as_json:
+        console.print_json(json.dumps(stats, default=str))
+        return
+    table = Table("kind", "pool", "limit", "running", "by state", title="Jobs")
+    for kind, row in stats["kinds"].items():
+        states = ", ".join(f"{k} {v}" for k, v in sorted(row["states"].items()))
+        table.add_row(kind, row["pool"], str(row["pool_limit"]), str(row["running"]), states)
+    console.print(table)
+    limits = Table("API limit", "in use", "limit", title="API limits")
+    for name, row in sorted(stats["api_limits"].items()):
+        limits.add_row(name, str(row["in_use"]), str(row["limit"]))
+    console.print(limits)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="The address the HTTP API listens on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="The HTTP API's port (0: any free one).", min=0, max=65535)
+    ] = 8000,
+    prefect_port: Annotated[
+        int,
+        typer.Option(help="The Prefect server's port on 127.0.0.1 (0: any free one).",
+                     min=0, max=65535),
+    ] = 4200,
+) -> None:
+    """Run everything an application needs on this machine: a Prefect server (SQLite
+    under the home), `storyloom setup`, one worker per pool and the HTTP API. Ctrl-C or
+    SIGTERM stops them all; their logs are in the home's logs folder."""
+    from rich.markup import escape
+
+    from storyloom.serve import ServeError, ServeOptions, run
+
+    try:
+        code = run(
+            ServeOptions(host, port, prefect_port),
+            say=lambda line: err.print(line, markup=False, highlight=False),
+            show=lambda line: console.print(line, markup=False, highlight=False),
+        )
+    except ServeError as exc:
+        raise _fail(escape(str(exc))) from None
+    raise typer.Exit(code)

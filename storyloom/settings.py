@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     # kbps is about 0.36 MB a minute) or WAV (16-bit PCM, about 2.6 MB a minute).
     audio_format: Literal["mp3", "wav"] = "mp3"
     audio_bitrate_kbps: int = Field(48, ge=8, le=320)
+    # The HTTP API: jobs a tenant may have queued or running at once (past it, 429);
+    # how often a job's events stream looks at it; for how long a webhook delivery is
+    # retried (backing off from 1 s to 5 minutes) before it is given up.
+    tenant_max_jobs: int = Field(10, ge=1)
+    job_events_poll_seconds: float = Field(0.5, gt=0)
+    webhook_retry_seconds: float = Field(3600.0, gt=0)
     # The book's files built when a generation is published (storyloom/exports).
     exports: list[Literal["html", "epub", "pdf"]] = ["html", "epub", "pdf"]
 

@@ -19,7 +19,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storyloom.store.tables import ApiKeyRow, ShareRow, StoryRow, TenantRow
+from storyloom.store.tables import (
+    ApiKeyRow,
+    DeliveryRow,
+    JobRow,
+    ShareRow,
+    StoryRow,
+    TenantRow,
+    WebhookRow,
+)
 
 _KEY = re.compile(r"sl_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})")
 _TENANT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -206,3 +214,226 @@ def _share(row: Any) -> Share:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
     )
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What storyloom keeps of a job; its state lives in Prefect (the flow run)."""
+
+    id: str
+    tenant_id: str | None
+    story_id: str
+    kind: str
+    idempotency_key: str | None
+    request_hash: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: str
+    tenant_id: str
+    url: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    webhook_id: str
+    job_id: str
+    state: str
+    status: str  # pending, delivered, failed
+    attempts: int
+    last_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class JobExistsError(AccessError):
+    """The tenant already used this Idempotency-Key: `existing` is that job."""
+
+    def __init__(self, existing: JobRecord) -> None:
+        super().__init__(f"idempotency key already used for job {existing.id}")
+        self.existing = existing
+
+
+class JobStore(AccessStore):
+    """Jobs, webhooks and deliveries, on the story database (mixed into StoryStore)."""
+
+    def record_job(self, job: JobRecord) -> None:
+        """Keep a submitted job; JobExistsError when its tenant used the key already."""
+        try:
+            with self._write.begin() as session:
+                session.add(JobRow(**job.__dict__))
+        except IntegrityError:
+            existing = (
+                self.job_by_key(job.tenant_id, job.idempotency_key) if job.idempotency_key else None
+            )
+            if existing is None:
+                raise
+            raise JobExistsError(existing) from None
+
+    def job_by_key(self, tenant_id: str | None, key: str) -> JobRecord | None:
+        with self._read.begin() as session:
+            row = session.scalars(
+                select(JobRow).where(JobRow.tenant_id == tenant_id, JobRow.idempotency_key == key)
+            ).one_or_none()
+            return _job(row) if row is not None else None
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._read.begin() as session:
+            row = session.get(JobRow, job_id)
+            return _job(row) if row is not None else None
+
+    def jobs(
+        self,
+        *,
+        tenant_id: str | None = None,
+        all_tenants: bool = False,
+        kind: str | None = None,
+        story_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
+        """Jobs, newest first: a tenant's (or, with all_tenants, everyone's), filtered."""
+        query = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id)
+        if not all_tenants:
+            query = query.where(JobRow.tenant_id == tenant_id)
+        if kind is not None:
+            query = query.where(JobRow.kind == kind)
+        if story_id is not None:
+            query = query.where(JobRow.story_id == story_id)
+        if since is not None:
+            query = query.where(JobRow.created_at >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read.begin() as session:
+            return [_job(r) for r in session.scalars(query)]
+
+    # Webhooks
+
+    def add_webhook(self, tenant_id: str, url: str) -> tuple[Webhook, str]:
+        """Register a URL; returns it and its signing secret (shown once)."""
+        secret = "whsec_" + secrets.token_urlsafe(32)
+        row = WebhookRow(
+            id=secrets.token_hex(8), tenant_id=tenant_id, url=url, secret=secret,
+            created_at=_now(),
+        )  # fmt: skip
+        with self._write.begin() as session:
+            session.add(row)
+        return _webhook(row), secret
+
+    def webhooks(self, tenant_id: str) -> list[Webhook]:
+        with self._read.begin() as session:
+            rows = session.scalars(
+                select(WebhookRow)
+                .where(WebhookRow.tenant_id == tenant_id)
+                .order_by(WebhookRow.created_at)
+            )
+            return [_webhook(r) for r in rows]
+
+    def webhook(self, webhook_id: str) -> tuple[Webhook, str] | None:
+        """A webhook and its signing secret."""
+        with self._read.begin() as session:
+            row = session.get(WebhookRow, webhook_id)
+            return (_webhook(row), row.secret) if row is not None else None
+
+    def delete_webhook(self, tenant_id: str, webhook_id: str) -> bool:
+        with self._write.begin() as session:
+            row = session.get(WebhookRow, webhook_id)
+            if row is None or row.tenant_id != tenant_id:
+                return False
+            session.delete(row)
+            return True
+
+    def open_delivery(self, webhook_id: str, job_id: str, state: str) -> bool:
+        """Queue telling the webhook of the job's final state; False when it was queued
+        already (by this process or another): each job is told once per webhook."""
+        try:
+            with self._write.begin() as session:
+                session.add(
+                    DeliveryRow(
+                        id=secrets.token_hex(8), webhook_id=webhook_id, job_id=job_id,
+                        state=state, status="pending", attempts=0, next_attempt_at=_now(),
+                        created_at=_now(),
+                    )
+                )  # fmt: skip
+        except IntegrityError:
+            return False
+        return True
+
+    def told(self, webhook_id: str) -> set[str]:
+        """The jobs a webhook has a delivery for (pending, delivered or given up)."""
+        with self._read.begin() as session:
+            return set(
+                session.scalars(
+                    select(DeliveryRow.job_id).where(DeliveryRow.webhook_id == webhook_id)
+                )
+            )
+
+    def due_deliveries(self, limit: int = 50) -> list[Delivery]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+        with self._read.begin() as session:
+            rows = session.scalars(
+                select(DeliveryRow)
+                .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= _now())
+                .order_by(DeliveryRow.next_attempt_at)
+                .limit(limit)
+            )
+            return [_delivery(r) for r in rows]
+
+    def record_attempt(
+        self,
+        delivery_id: str,
+        *,
+        code: int | None,
+        error: str | None,
+        delivered: bool,
+        retry_at: datetime | None,
+    ) -> None:
+        """One attempt's outcome: delivered, retried at retry_at, or (None) given up."""
+        with self._write.begin() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.last_code, row.last_error = code, error
+            if delivered or retry_at is None:
+                row.status = "delivered" if delivered else "failed"
+                row.next_attempt_at, row.finished_at = None, _now()
+            else:
+                row.next_attempt_at = retry_at
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[Delivery]:
+        with self._read.begin() as session:
+            rows = session.scalars(
+                select(DeliveryRow)
+                .where(DeliveryRow.webhook_id == webhook_id)
+                .order_by(DeliveryRow.created_at.desc())
+                .limit(limit)
+            )
+            return [_delivery(r) for r in rows]
+
+
+def _job(row: JobRow) -> JobRecord:
+    return JobRecord(
+        id=row.id, tenant_id=row.tenant_id, story_id=row.story_id, kind=row.kind,
+        idempotency_key=row.idempotency_key, request_hash=row.request_hash,
+        created_at=row.created_at,
+    )  # fmt: skip
+
+
+def _webhook(row: WebhookRow) -> Webhook:
+    return Webhook(id=row.id, tenant_id=row.tenant_id, url=row.url, created_at=row.created_at)
+
+
+def _delivery(row: DeliveryRow) -> Delivery:
+    return Delivery(
+        id=row.id, webhook_id=row.webhook_id, job_id=row.job_id, state=row.state,
+        status=row.status, attempts=row.attempts, last_code=row.last_code,
+        last_error=row.last_error, next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at, finished_at=row.finished_at,
+    )  # fmt: skip

@@ -34,7 +34,7 @@ from storyloom.models import (
     WritingReport,
 )
 from storyloom.store import migrator
-from storyloom.store.access import AccessStore
+from storyloom.store.access import JobStore
 from storyloom.store.engine import create_store_engine, reader
 from storyloom.store.records import (
     REASONS,
@@ -92,7 +92,7 @@ class GenerationConflictError(GenerationStateError):
     publishing this one would silently drop that run's work."""
 
 
-class StoryStore(AccessStore):
+class StoryStore(JobStore):
     """Stories, their generations and outputs, in SQLite or PostgreSQL; with tenants,
     API keys and share links (access.py)."""
 

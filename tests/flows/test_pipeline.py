@@ -151,12 +151,13 @@ def test_a_failed_image_is_skipped_and_the_next_is_the_banner(
 
 def test_a_failed_run_keeps_the_previous_book(life_story: LifeStory) -> None:
     first = story(story_id=life_story.id, pages=4, narration_languages=["en-IN"])
-    # The second run's narration cannot store its audio: a file stands where its folder goes.
+    # A narration run of its own cannot store its audio (a file stands where its
+    # folder goes): its only language fails, so the run fails.
     audio = get_settings().media_dir / "stories" / life_story.id / "audio"
     (audio / "hi-IN").write_text("in the way")
 
     with pytest.raises(Exception, match="hi-IN"):
-        story(story_id=life_story.id, pages=8, narration_languages=["hi-IN"])
+        narration(story_id=life_story.id, languages=["hi-IN"])
 
     store = services.store()
     book = store.book(life_story.id)
@@ -164,6 +165,7 @@ def test_a_failed_run_keeps_the_previous_book(life_story: LifeStory) -> None:
     assert book.generation_id == first.generation_id
     assert len(book.pages) == 4
     assert set(book.chapters) == {"en-IN"}
+    assert book.narration_failures == {}
     latest = store.latest_generation(life_story.id)
     assert latest is not None
     assert latest.status == "failed"

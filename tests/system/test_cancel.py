@@ -111,10 +111,13 @@ def paid_calls(production: Cluster) -> list[Call]:
 
 
 def media_of(production: Cluster, book: StoryBook) -> dict[str, tuple[int, str]]:
-    """Each stored file of the book: its version and the hash of its bytes."""
-    wanted = {i.public_id for i in book.illustrations} | {
-        c.public_id for chapters in book.chapters.values() for c in chapters
-    }
+    """Each stored file of the book (pictures, chapters, the book's files): its version
+    and the hash of its bytes."""
+    wanted = (
+        {i.public_id for i in book.illustrations}
+        | {c.public_id for chapters in book.chapters.values() for c in chapters}
+        | {e.public_id for e in book.exports}
+    )
     return {
         public_id: (asset.version, hashlib.sha256(asset.data).hexdigest())
         for (_, public_id), asset in list(production.fakes.cloudinary.assets.items())
@@ -134,7 +137,10 @@ def test_cancel_during_narration_stops_every_paid_call(production: Cluster) -> N
     assert published is not None
     assert published.status == "complete"
     published_media = media_of(production, published)
-    assert len(published_media) == len(published.illustrations) + len(published.chapters["hi-IN"])
+    assert len(published_media) == len(published.illustrations) + len(
+        published.chapters["hi-IN"]
+    ) + len(published.exports)
+    assert {e.format for e in published.exports} == {"html", "epub", "pdf"}
 
     # A regeneration with another config (so nothing comes from the cache), slow where
     # it matters.

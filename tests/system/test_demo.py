@@ -47,7 +47,15 @@ def test_demo_runs_end_to_end_and_leaves_no_process(tmp_path: Path) -> None:
     media = tmp_path / "var" / "media" / "stories" / "asha-verma"
     assert len(list((media / "images").glob("page-*.png"))) == 8
     for language in ("en-IN", "hi-IN"):
-        assert list((media / "audio" / language).glob("chapter-*.wav"))
+        assert list((media / "audio" / language).glob("chapter-*.mp3"))
+    # The book as files, and the demo says where they are.
+    books = media / "books"
+    [reader] = books.glob("reader-*.html")
+    assert f"reader: {reader}" in done.stdout
+    assert len(list(books.glob("book-*-IN-*.epub"))) == 2
+    [pdf] = books.glob("book-*.pdf")
+    assert f"PDF: {pdf}" in done.stdout
+    assert "file:" not in reader.read_text()  # self-contained: it opens from anywhere
     # Prefect's database stayed inside the demo's home, not the user's.
     assert (prefect_home / "prefect.db").exists()
     assert processes_with(str(prefect_home)) == []
