@@ -21,10 +21,10 @@ from deployments.config import AUDIO_POOL, IMAGES_POOL, MAINTENANCE_POOL, STORY_
 from tests.system.cluster import BIN, free_port, process_tree
 
 # One storyloom home for the module (the second serve starts on a home a first one used,
-# as a restart does, and skips creating Prefect's database): one test at a time.
+# as a restart does, and skips creating Prefect's database): one test at a time, as
+# every module's tests are (tests/conftest.py groups them).
 pytestmark = [
     pytest.mark.timeout(300),
-    pytest.mark.xdist_group("serve"),
     pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find leftovers"),
 ]
 

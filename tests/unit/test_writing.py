@@ -529,11 +529,25 @@ def test_long_book_paginates() -> None:
     assert set(firsts) <= sentence_starts(text)
 
 
+def sentence_word_spans(text: str) -> list[tuple[int, int]]:
+    """Each sentence's [first word, past its last word), as word indexes of text."""
+    spans, words, counted = [], 0, 0
+    for start, end in sentence_spans(text):
+        words += count_words(text[counted:start])
+        length = count_words(text[start:end])
+        spans.append((words, words + length))
+        words, counted = words + length, end
+    return spans
+
+
 def sentence_starts(text: str) -> set[int]:
     """The word indexes at which a sentence of text starts."""
     starts: set[int] = set()
+    words, counted = 0, 0
     for start, _ in sentence_spans(text):
-        starts.add(count_words(text[:start]))
+        words += count_words(text[counted:start])  # counted once, in order
+        counted = start
+        starts.add(words)
     return starts
 
 
@@ -581,7 +595,7 @@ def test_pages_cover_every_word_once_in_order(case: tuple[str, int, int]) -> Non
     # A page starts a sentence, unless the text has fewer sentences than pages or the page
     # starts inside a sentence longer than a page (then at a clause where there is one).
     starts = sentence_starts(text)
-    spans = [(count_words(text[:s]), count_words(text[:e])) for s, e in sentence_spans(text)]
+    spans = sentence_word_spans(text)
     longest = max(wpp * 115 // 100, -(-count_words(text) // pages))
     first = 0
     for page in result:
