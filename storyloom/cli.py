@@ -258,7 +258,7 @@ def export(
     """Write the story's book as files: a reader page that opens from disk (pictures and
     narration inside it), an EPUB 3 with read-along narration, a PDF for print."""
     from storyloom import services
-    from storyloom.exports import BookSource, media_reader, render
+    from storyloom.exports import BookSource, media_reader, render, store_reader
 
     known = ("html", "epub", "pdf")
     unknown = [f for f in formats if f not in known]
@@ -272,7 +272,7 @@ def export(
     if language is not None and language not in book.chapters:
         have = ", ".join(book.chapters) or "none"
         raise _fail(f"the book has no narration in {language} (it has: {have})", BAD_INPUT)
-    source = BookSource(book, media_reader(book, services.media()))
+    source = BookSource(book, media_reader(book, store_reader(services.media())))
     if language is not None:
         source = BookSource(
             book.model_copy(update={"chapters": {language: book.chapters[language]}}),

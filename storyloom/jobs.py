@@ -46,6 +46,22 @@ def setup(*, dry_run: bool = False) -> SetupReport:
     return run_setup(dry_run=dry_run)
 
 
+def pools() -> list[str]:
+    """The work pools `storyloom setup` manages (one worker each for `storyloom serve`)."""
+    from deployments.config import OpsSettings
+
+    return list(OpsSettings().pools)
+
+
+def worker_stop_bounds() -> tuple[float, float]:
+    """A worker's grace for running work on SIGTERM, and then its bound for handing
+    the rest back (seconds; pydantic ValidationError on bad settings)."""
+    from deployments.worker import WorkerSettings
+
+    settings = WorkerSettings()
+    return settings.grace_seconds, settings.kill_seconds
+
+
 def work(pool: str, *, limit: int | None = None, name: str | None = None) -> int:
     """Run a worker for one pool until it is told to stop; returns its exit code."""
     from deployments.worker import run_worker

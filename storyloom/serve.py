@@ -317,17 +317,17 @@ class Supervisor:
         """How long the workers may take to stop (their settings are theirs to read)."""
         from pydantic import ValidationError
 
-        from deployments.worker import WorkerSettings
+        from storyloom import jobs
 
         try:
-            ws = WorkerSettings()
+            grace, kill = jobs.worker_stop_bounds()
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
             )
             raise ServeError(f"invalid STORYLOOM_WORKER_* settings: {problems}") from None
-        self.worker_hand_back_seconds = ws.kill_seconds + 30 + WORKER_STOP_MARGIN
-        self.worker_stop_seconds = ws.grace_seconds + self.worker_hand_back_seconds
+        self.worker_hand_back_seconds = kill + 30 + WORKER_STOP_MARGIN
+        self.worker_stop_seconds = grace + self.worker_hand_back_seconds
 
     def _wait_until(self, done: Callable[[], bool], deadline: float, too_long: str) -> None:
         while True:
@@ -412,9 +412,9 @@ class Supervisor:
 
 def _pools() -> list[str]:
     """The pools `storyloom setup` manages: one worker each."""
-    from deployments.config import OpsSettings
+    from storyloom import jobs
 
-    return list(OpsSettings().pools)
+    return jobs.pools()
 
 
 def _child_env(home: Path, prefect_api: str) -> dict[str, str]:

@@ -7,7 +7,9 @@ from prefect.cache_policies import NO_CACHE
 
 from storyloom import services
 from storyloom.exports import BookFile, BookSource, media_reader, render
+from storyloom.media.base import MediaKind
 from storyloom.models import ExportFormat
+from tasks.policy import api_slot, honour_retry_after
 
 
 @task(name="render-book-files", cache_policy=NO_CACHE, persist_result=False, retries=1)
@@ -16,4 +18,11 @@ def render_book_files(generation_id: str, formats: list[ExportFormat]) -> list[B
     from the media store. No provider is called; nothing is cached or persisted (the
     files are stored as media, named by their bytes)."""
     book = services.store().generation(generation_id)
-    return render(BookSource(book, media_reader(book, services.media())), formats)
+    media = services.media()
+
+    def read(public_id: str, kind: MediaKind, extension: str) -> bytes:
+        # A download is a call to the media API like an upload: it takes a slot.
+        with honour_retry_after(), api_slot("media", media.name):
+            return media.read(public_id, kind=kind, extension=extension)
+
+    return render(BookSource(book, media_reader(book, read)), formats)

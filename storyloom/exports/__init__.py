@@ -92,9 +92,12 @@ class BookFile:
         return f"{story_id}{suffix}.{self.extension}"
 
 
-def media_reader(book: StoryBook, media: MediaStore) -> Callable[[str], bytes]:
+MediaRead = Callable[[str, MediaKind, str], bytes]  # (public id, kind, extension) -> bytes
+
+
+def media_reader(book: StoryBook, read_media: MediaRead) -> Callable[[str], bytes]:
     """read(url) for a renderer: the bytes of the book's picture or chapter at that URL,
-    from the store that holds them."""
+    through read_media (a media store's read, or one that takes an API slot first)."""
     known: dict[str, tuple[str, MediaKind]] = {
         i.url: (i.public_id, "image") for i in book.illustrations
     } | {c.url: (c.public_id, "audio") for cs in book.chapters.values() for c in cs}
@@ -106,9 +109,16 @@ def media_reader(book: StoryBook, media: MediaStore) -> Callable[[str], bytes]:
         suffix = PurePosixPath(urlsplit(url).path).suffix.lstrip(".")
         # Pictures are stored as PNG, though a delivery URL may not say so (f_auto).
         extension = "png" if kind == "image" else suffix or "mp3"
-        return media.read(public_id, kind=kind, extension=extension)
+        return read_media(public_id, kind, extension)
 
     return read
+
+
+def store_reader(media: MediaStore) -> MediaRead:
+    """A media store's read, as media_reader takes it."""
+    return lambda public_id, kind, extension: media.read(
+        public_id, kind=kind, extension=extension
+    )
 
 
 def render(source: BookSource, formats: Sequence[ExportFormat]) -> list[BookFile]:

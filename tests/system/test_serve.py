@@ -3,6 +3,7 @@ leaving no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from deployments.config import AUDIO_POOL, IMAGES_POOL, MAINTENANCE_POOL, STORY_POOL
-from tests.system.cluster import BIN, free_port, process_tree
+from tests.system.cluster import BIN, ROOT, free_port, process_tree
 
 # One storyloom home for the module (the second serve starts on a home a first one used,
 # as a restart does, and skips creating Prefect's database): one test at a time, as
@@ -60,13 +61,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("serve") / "var"
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, *, secrets: bool = True) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("PREFECT_", "STORYLOOM_")) and key != "CLOUDINARY_URL"
     }
-    env |= SECRETS
+    if secrets:
+        env |= SECRETS
     env |= {
         "STORYLOOM_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -100,14 +102,15 @@ def _command(pid: int) -> str:
 
 
 @contextmanager
-def serving(home: Path, tmp: Path) -> Iterator[Serving]:
+def serving(home: Path, tmp: Path, *, secrets: bool = True) -> Iterator[Serving]:
     """`storyloom serve` on home, once it says everything is up. Whatever it started is
     killed on the way out should the test leave it running."""
     out, err = tmp / "serve.out", tmp / "serve.err"
     process = subprocess.Popen(
         [str(BIN / "storyloom"), "serve", "--port", str(free_port()),
          "--prefect-port", str(free_port())],
-        env=_env(home), cwd=tmp, stdout=out.open("wb"), stderr=err.open("wb"),
+        env=_env(home, secrets=secrets), cwd=tmp, stdout=out.open("wb"),
+        stderr=err.open("wb"),
     )  # fmt: skip
     seen: set[tuple[int, str]] = set()
     try:
@@ -190,3 +193,41 @@ def test_a_child_that_dies_stops_the_rest_and_serve_fails_naming_it(
     assert "killed by SIGKILL" in errors[0], output
     assert str(up.home / "logs" / "api.log") in errors[0], output
     assert _alive(started) == [], output
+
+
+def test_a_story_becomes_a_book_through_serve(home: Path, tmp_path: Path) -> None:
+    """What an application does: a key, a story and a job over HTTP, the job followed
+    over Server-Sent Events to its end, the book fetched (offline providers)."""
+    with serving(home, tmp_path, secrets=False) as up:
+        added = subprocess.run(
+            [str(BIN / "storyloom"), "tenants", "add", "reader-app"],
+            env=_env(home, secrets=False), cwd=tmp_path, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        key = added.stdout.strip().splitlines()[-1]
+        story = json.loads((ROOT / "storyloom" / "samples" / "creative-story.json").read_text())
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=up.api, headers=headers, timeout=30, trust_env=False) as api:
+            assert api.post("/v1/stories", json=story).status_code == 201
+            job = api.post(
+                f"/v1/stories/{story['id']}/jobs",
+                json={"kind": "story", "pages": 4, "images": False, "narration_languages": []},
+            )
+            assert job.status_code == 202, job.text
+            states = []
+            with api.stream("GET", f"/v1/jobs/{job.json()['id']}/events", timeout=240) as events:
+                for line in events.iter_lines():
+                    if line.startswith("data: "):
+                        states.append(json.loads(line.removeprefix("data: "))["state"])
+            assert states[-1] == "completed", (states, up.output())
+            book = api.get(f"/v1/stories/{story['id']}/book")
+            assert book.status_code == 200
+            assert len(book.json()["pages"]) == 4
+        started = _tree(up.process.pid)
+        up.process.send_signal(signal.SIGTERM)
+        code = up.process.wait(timeout=STOP_SECONDS)
+        output = up.output()
+    assert code == 0, output
+    assert _alive(started) == [], output
+    assert key not in output
