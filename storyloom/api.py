@@ -22,12 +22,16 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AnyHttpUrl, BaseModel, Field, ValidationError
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from storyloom import jobs, services
-from storyloom.models import CreativeStory, ExportFormat, Language, LifeStory, Story
+from storyloom.models import CreativeStory, ExportFormat, Language, LifeStory
 from storyloom.settings import get_settings
 from storyloom.store.access import Caller, JobExistsError, JobRecord
 from storyloom.store.records import GenerationInfo, StoryBook, StorySummary
@@ -56,6 +60,7 @@ class StoryPage(Page):
 
 
 class ShareRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"expires_in_hours": 72}]})
     expires_in_hours: float = Field(168, gt=0, le=24 * 365, examples=[72])
 
 
@@ -97,6 +102,9 @@ class JobPage(Page):
 
 
 class WebhookIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"url": "https://example.com/storyloom-hook"}]}
+    )
     url: AnyHttpUrl = Field(examples=["https://example.com/storyloom-hook"])
 
 
@@ -121,6 +129,37 @@ class DeliveryOut(BaseModel):
 
 
 JOB_EXAMPLE = {"kind": "story", "pages": 4, "narration_languages": ["ta-IN"]}
+STORY_EXAMPLE = {
+    "id": "asha-verma",
+    "kind": "life",
+    "title": "The Mango Tree",
+    "language": "hi-IN",
+    "stages": {
+        "origins": "Born in 1948 in a village near Lucknow, the youngest of five.",
+        "childhood": ["Climbing the mango tree behind the school.", "Monsoon kites."],
+        "legacy": "Three grandchildren who still climb that tree.",
+    },
+}
+StoryBody = Annotated[
+    LifeStory | CreativeStory, Body(discriminator="kind", examples=[STORY_EXAMPLE])
+]
+
+
+class Problem(BaseModel):
+    """What went wrong, for a person: `{"detail": "..."}`."""
+
+    detail: str | list[Any]
+
+
+# Every route may answer these; they are documented on all of them.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a body that cannot be read as JSON"},
+    401: {"model": Problem, "description": "no key, or not a valid one"},
+    403: {"model": Problem, "description": "the key may not do this (an admin route)"},
+    404: {"model": Problem, "description": "no such thing, or not the caller's"},
+    409: {"model": Problem, "description": "it conflicts with what is there"},
+    429: {"model": Problem, "description": "too many jobs at once: see Retry-After"},
+}
 
 
 def caller(
@@ -190,7 +229,26 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
         version="1",
         summary="Stories in, storybooks out: pages, pictures, read-along narration.",
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
     )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != status.HTTP_405_METHOD_NOT_ALLOWED:
+            return await http_exception_handler(request, exc)
+        # Starlette names only the first matching route's methods in Allow; a path
+        # served by several routes (GET and POST /v1/stories) allows them all.
+        allowed = sorted(
+            {
+                method
+                for route in app.routes
+                if isinstance(route, APIRoute) and route.matches(request.scope)[0] != Match.NONE
+                for method in route.methods or ()
+            }
+        )
+        return JSONResponse(
+            {"detail": "Method Not Allowed"}, exc.status_code, headers={"Allow": ", ".join(allowed)}
+        )
 
     @app.exception_handler(ValidationError)
     async def invalid(request: Request, exc: ValidationError) -> JSONResponse:
@@ -200,7 +258,7 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
         )
 
     @app.post("/v1/stories", status_code=201, tags=["stories"])
-    def create_story(story: Story, who: Who) -> LifeStory | CreativeStory:
+    def create_story(story: StoryBody, who: Who) -> LifeStory | CreativeStory:
         """Store a story (validated as the CLI validates it); 409 when its id is taken."""
         store = services.store()
         try:
@@ -214,7 +272,7 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
     def list_stories(
         who: Who,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> StoryPage:
         """The caller's stories, most recently updated first."""
         store = services.store()
@@ -233,13 +291,19 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
         return services.store().get_story(story_id)
 
     @app.put("/v1/stories/{story_id}", tags=["stories"])
-    def replace_story(story_id: str, story: Story, who: Who) -> LifeStory | CreativeStory:
+    def replace_story(story_id: str, story: StoryBody, who: Who) -> LifeStory | CreativeStory:
         """Replace a story's material; its books stay until it is generated again."""
         _reachable(who, story_id)
         if story.id != story_id:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                [{"loc": ["body", "id"], "msg": f"must be {story_id!r}, the story's id"}],
+                [
+                    {
+                        "loc": ["body", "id"],
+                        "msg": f"must be {story_id!r}, the story's id",
+                        "type": "value_error",
+                    }
+                ],
             )
         services.store().add_story(story, replace=True)
         return story
@@ -402,7 +466,7 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
     def list_jobs(
         who: Who,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> JobPage:
         """The caller's jobs, newest first."""
         records = services.store().jobs(
@@ -462,9 +526,11 @@ def create_app(*, deliver_webhooks: bool = True) -> FastAPI:
         tenant: Annotated[str | None, Query()] = None,
         since: Annotated[datetime | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> JobPage:
         """Every tenant's jobs, filtered, newest first."""
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)  # a time without an offset is UTC
         records = services.store().jobs(
             tenant_id=tenant, all_tenants=tenant is None, kind=kind, story_id=story,
             since=since, limit=2000,

@@ -220,3 +220,14 @@ def test_the_openapi_schema_documents_every_route(api: str) -> None:
         "/v1/stories/{story_id}/shares", "/v1/stories/{story_id}/shares/{share_id}", "/s/{token}",
     } <= paths  # fmt: skip
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    # Every body an application sends comes with an example, every route with its
+    # errors.
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            if "requestBody" in operation:
+                body = operation["requestBody"]["content"]["application/json"]["schema"]
+                if "$ref" in body:
+                    body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+                assert "examples" in body or "example" in body, (method, path)
+            if path.startswith("/v1/"):
+                assert {"401", "404"} <= set(operation["responses"]), (method, path)
