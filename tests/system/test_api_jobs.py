@@ -288,3 +288,29 @@ def test_admin_routes(cluster: Cluster, api: Api) -> None:
         assert acme.get("/v1/admin/jobs").status_code == 403
         assert httpx.get(f"{api.url}/v1/admin/stats").status_code == 401
     assert Path(cluster.logs / "api.log").exists()
+
+
+def test_the_cli_runs_jobs_over_the_same_core(cluster: Cluster, api: Api) -> None:
+    create_story(cluster, api, "acme", "cli-story")
+    submitted = cluster.run(
+        "storyloom", "jobs", "submit", "cli-story", "-p", "pages=4", "-p", "images=false",
+        "-p", "narration_languages=[]", "--wait", "--json", timeout=300,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job = json.loads(submitted.stdout)
+    assert job["state"] == "completed"
+    assert job["progress"] == 1.0
+    assert "Completed" in submitted.stderr  # the progress bar's last state
+
+    status = cluster.run("storyloom", "jobs", "status", job["id"], "--json")
+    assert json.loads(status.stdout)["state"] == "completed"
+    listed = cluster.run("storyloom", "jobs", "list", "--story", "cli-story", "--json")
+    assert [r["id"] for r in json.loads(listed.stdout)] == [job["id"]]
+    stats = json.loads(cluster.run("storyloom", "jobs", "stats", "--json").stdout)
+    assert stats["kinds"]["story"]["states"]["completed"] >= 1
+    finished = cluster.run("storyloom", "jobs", "cancel", job["id"])
+    assert finished.returncode == 1
+    assert "has finished" in finished.stderr
+    bad = cluster.run("storyloom", "jobs", "submit", "cli-story", "-p", "pages=0")
+    assert bad.returncode == 2
+    assert "pages" in bad.stderr
