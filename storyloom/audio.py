@@ -338,7 +338,7 @@ def deliver(
     if audio_format != "mp3":
         raise ValueError(f"unknown audio format {audio_format!r}: use mp3 or wav")
     data = _mp3(parsed, bitrate_kbps)
-    decoded = _decode(data)
+    decoded, _ = _decode(data)
     delay = _delay(_samples(parsed), decoded)
     duration = len(decoded) / parsed.sample_rate
     seconds = _seconds(spans, delay, parsed)
@@ -360,20 +360,18 @@ def measure(data: bytes) -> float:
     """Seconds of audio in a WAV or MP3 file, counted by decoding it."""
     if data[:4] == b"RIFF":
         return wav_duration(data)
+    samples, rate = _decode(data)
+    return float(len(samples) / rate)
+
+
+def _decode(data: bytes) -> tuple[Any, int]:
+    """The first channel of a compressed file's samples (int16) and its sample rate,
+    decoded in one read: reading an MP3 in blocks makes the decoder stumble on its bit
+    reservoir."""
     import soundfile  # libsndfile, from the wheel: slow to import, needed only here
 
-    with soundfile.SoundFile(io.BytesIO(data)) as decoded:
-        rate = decoded.samplerate
-    return float(len(_decode(data)) / rate)
-
-
-def _decode(data: bytes) -> Any:
-    """The first channel of a compressed file's samples (int16), decoded in one read:
-    reading an MP3 in blocks makes the decoder stumble on its bit reservoir."""
-    import soundfile
-
-    samples, _ = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
-    return samples[:, 0]
+    samples, rate = soundfile.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    return samples[:, 0], int(rate)
 
 
 def _samples(wav: _Wav) -> Any:

@@ -147,14 +147,6 @@ class AccessStore:
             ).one_or_none()
         return (row is not None, row[0] if row is not None else None)
 
-    def story_ids_of(self, tenant_id: str) -> list[str]:
-        with self._read.begin() as session:
-            return list(
-                session.scalars(
-                    select(StoryRow.id).where(StoryRow.tenant_id == tenant_id).order_by(StoryRow.id)
-                )
-            )
-
     # Share links
 
     def add_share(self, story_id: str, lifetime: timedelta) -> tuple[Share, str]:

@@ -155,8 +155,8 @@ class StoryStore(JobStore):
         with self._read.begin() as session:
             return STORY_ADAPTER.validate_python(_story_row(session, story_id).material)
 
-    def list_stories(self) -> list[StorySummary]:
-        """Every story, most recently updated first."""
+    def list_stories(self, *, tenant_id: str | None = None) -> list[StorySummary]:
+        """Every story (or one tenant's), most recently updated first."""
         latest_status = (
             select(GenerationRow.status)
             .where(GenerationRow.story_id == StoryRow.id)
@@ -181,6 +181,8 @@ class StoryStore(JobStore):
             latest_status.label("status"),
             page_count.label("pages"),
         ).order_by(StoryRow.updated_at.desc(), StoryRow.id)
+        if tenant_id is not None:
+            query = query.where(StoryRow.tenant_id == tenant_id)
         with self._read.begin() as session:
             rows = session.execute(query).mappings().all()
         return [StorySummary.model_validate(dict(row)) for row in rows]

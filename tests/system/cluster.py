@@ -19,6 +19,7 @@ from uuid import UUID
 import httpx
 
 from storyloom.models import parse_story
+from storyloom.serve import process_tree
 from storyloom.store.repository import StoryStore
 from tests import postgres
 from tests.fakes.stack import Fakes, running_fakes
@@ -142,22 +143,6 @@ def flow_run_id(output: str) -> UUID:
         if "UUID:" in line:
             return UUID(line.split("UUID:")[1].strip())
     raise AssertionError(f"no flow run id in: {output}")
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it (Linux /proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree = [pid]
-    for parent in tree:
-        tree.extend(children.get(parent, []))
-    return tree
 
 
 def kill_like_a_dead_machine(process: subprocess.Popen[bytes]) -> list[int]:
