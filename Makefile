@@ -1,12 +1,13 @@
 # storyloom: `make demo` runs the whole pipeline offline, `make test` runs every check.
-# Both create the environment (.venv) from the lock file first; nothing outside the
-# project is written: Prefect's home, the database and the media live under var/.
+# Both create the environment (.venv) from the lock file first. The demo's files (the
+# database, media, Prefect's home) go to storyloom's home: STORYLOOM_HOME if set, else
+# ~/.local/share/storyloom, the same for every command run from any folder. The tests
+# write only to temporary folders (and var/test-artifacts).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export PREFECT_HOME := $(CURDIR)/var/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
@@ -21,6 +22,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/storyloom db upgrade
 	$(BIN)/storyloom demo
 
 test: $(STAMP) lint typecheck
@@ -34,7 +36,8 @@ typecheck: $(STAMP)
 
 ui: $(STAMP)
 	@echo "Prefect UI on http://127.0.0.1:4200 (Ctrl-C to stop)"
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	PREFECT_HOME="$$($(BIN)/python -c 'from storyloom.settings import get_settings as s; print(s().home)')/prefect" \
+		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

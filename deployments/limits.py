@@ -7,6 +7,9 @@ Each function reads what the server has, writes only what differs, and says whic
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
@@ -18,7 +21,27 @@ from prefect.exceptions import ObjectNotFound
 from prefect.workers.base import BaseWorker
 
 from deployments.config import ApiLimit
+from deployments.flow_run import SIGTERM_BEHAVIOR_ENV
 from deployments.report import Outcome, SetupItem
+
+# What the process pools' job template sets for every flow run: on SIGTERM, Prefect's
+# flow-run supervisor hands the run back to the pool instead of letting it crash
+# (deployments/worker.py, deployments/flow_run.py).
+RUN_ENV = {SIGTERM_BEHAVIOR_ENV: "reschedule"}
+
+
+def with_run_env(template: dict[str, Any]) -> dict[str, Any] | None:
+    """The job template with RUN_ENV among its env defaults; None when it has it already
+    (or has no env variable to set it in)."""
+    env = template.get("variables", {}).get("properties", {}).get("env")
+    if not isinstance(env, dict):
+        return None
+    defaults = env.get("default") or {}
+    if all(defaults.get(name) == value for name, value in RUN_ENV.items()):
+        return None
+    updated = copy.deepcopy(template)
+    updated["variables"]["properties"]["env"]["default"] = {**defaults, **RUN_ENV}
+    return updated
 
 
 def ensure_work_pool(
@@ -41,12 +64,14 @@ def ensure_work_pool(
                 outcome=Outcome.FAILED,
                 note=f"no worker of type {pool_type!r} is installed to template the pool",
             )
+        default = worker.get_default_base_job_template()
+        template = with_run_env(default) or default
         if not dry_run:
             client.create_work_pool(
                 WorkPoolCreate(
                     name=name,
                     type=pool_type,
-                    base_job_template=worker.get_default_base_job_template(),
+                    base_job_template=template,
                     concurrency_limit=limit,
                     description=f"storyloom: {name} runs, {limit} at a time by default",
                 )
@@ -59,16 +84,20 @@ def ensure_work_pool(
         )
 
     note = "" if pool.type == pool_type else f"type is {pool.type!r}, left as it is"
-    if pool.concurrency_limit == limit:
+    changes, update = [], WorkPoolUpdate()
+    if pool.concurrency_limit != limit:
+        changes.append(f"concurrency_limit: {pool.concurrency_limit} → {limit}")
+        update.concurrency_limit = limit
+    updated = with_run_env(pool.base_job_template) if pool.type == "process" else None
+    if updated is not None:
+        changes.append("job template: env " + ", ".join(f"{k}={v}" for k, v in RUN_ENV.items()))
+        update.base_job_template = updated
+    if not changes:
         return SetupItem(kind="work pool", name=name, outcome=Outcome.UNCHANGED, note=note)
     if not dry_run:
-        client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=limit))
+        client.update_work_pool(name, update)
     return SetupItem(
-        kind="work pool",
-        name=name,
-        outcome=Outcome.UPDATED,
-        changes=[f"concurrency_limit: {pool.concurrency_limit} → {limit}"],
-        note=note,
+        kind="work pool", name=name, outcome=Outcome.UPDATED, changes=changes, note=note
     )
 
 

@@ -35,7 +35,9 @@ from deployments.config import (
     NIGHTLY_DEPLOYMENT,
     RERUN_AUTOMATION,
     SILENT_RUN_AUTOMATION,
-    OpsSettings,
+    api_limit_sizes,
+    pool_limits,
+    reprocess_schedule,
 )
 from deployments.crashes import close_automation, rerun_automation, silent_run_automation
 from deployments.deploy import (
@@ -47,6 +49,7 @@ from deployments.deploy import (
 from deployments.limits import ensure_api_limit, ensure_work_pool
 from deployments.project import ProjectFile, project_root, read_project
 from deployments.report import Outcome, SetupItem, SetupReport
+from storyloom.settings import Settings, read_settings
 
 # Stands in for a webhook block a dry run would create, so the automation can still be
 # compared (and is then reported as changing, which it would).
@@ -56,25 +59,25 @@ _NOT_YET_CREATED = UUID(int=0)
 def run_setup(
     *,
     dry_run: bool = False,
-    settings: OpsSettings | None = None,
+    settings: Settings | None = None,
     root: Path | None = None,
 ) -> SetupReport:
     """Create or update what production needs; with dry_run, only report what would change.
 
-    `settings` defaults to OpsSettings() (STORYLOOM_* variables), `root` to the folder
+    `settings` defaults to the process's settings (STORYLOOM_* variables), `root` to the folder
     holding prefect.yaml. Talks to the server PREFECT_API_URL names.
     """
     _refuse_running_loop()
-    settings = settings or OpsSettings()
+    settings = settings or read_settings()
     root = root or project_root()
     # Everything that can fail without the server fails before anything is written: a
     # prefect.yaml setup cannot honour, a flow file that does not load.
     planned = _plan_deployments(read_project(root), root, settings)
     report = SetupReport(dry_run=dry_run, api_url=get_current_settings().api.url)
     with get_client(sync_client=True) as client:
-        for name, limit in settings.pools.items():
+        for name, limit in pool_limits(settings).items():
             report.add(ensure_work_pool(client, name, limit, settings.pool_type, dry_run=dry_run))
-        for name, size in settings.api_limits.items():
+        for name, size in api_limit_sizes(settings).items():
             report.add(ensure_api_limit(client, name, size, dry_run=dry_run))
         for plan in planned:
             report.add(_deploy(client, plan, settings, dry_run=dry_run))
@@ -84,7 +87,7 @@ def run_setup(
 
 
 def _plan_deployments(
-    project: ProjectFile, root: Path, settings: OpsSettings
+    project: ProjectFile, root: Path, settings: Settings
 ) -> list[DesiredDeployment | SetupItem]:
     """Each prefect.yaml entry as the deployment it asks for, or why it is skipped."""
     planned: list[DesiredDeployment | SetupItem] = []
@@ -103,7 +106,7 @@ def _plan_deployments(
             continue
         flow = load_flow(root, entry)
         full_name = f"{flow.name}/{entry.name}"
-        schedules = [settings.reprocess_schedule] if full_name == NIGHTLY_DEPLOYMENT else None
+        schedules = [reprocess_schedule(settings)] if full_name == NIGHTLY_DEPLOYMENT else None
         # Heartbeats at the pace the silent-run automation expects, whatever worker runs it.
         env = {HEARTBEAT_ENV: str(settings.heartbeat_seconds)}
         planned.append(desired_deployment(project, entry, flow, root, schedules, env))
@@ -113,14 +116,14 @@ def _plan_deployments(
 def _deploy(
     client: SyncPrefectClient,
     plan: DesiredDeployment | SetupItem,
-    settings: OpsSettings,
+    settings: Settings,
     *,
     dry_run: bool,
 ) -> SetupItem:
     if isinstance(plan, SetupItem):
         return plan
     pool = plan.work_pool_name
-    if pool not in settings.pools and not _pool_exists(client, pool):
+    if pool not in pool_limits(settings) and not _pool_exists(client, pool):
         return SetupItem(
             kind="deployment",
             name=plan.full_name,
@@ -131,7 +134,7 @@ def _deploy(
 
 
 def _alerts(
-    client: SyncPrefectClient, report: SetupReport, settings: OpsSettings, *, dry_run: bool
+    client: SyncPrefectClient, report: SetupReport, settings: Settings, *, dry_run: bool
 ) -> None:
     actions: list[ActionTypes] = []
     if settings.alert_webhook_url is not None:
@@ -184,7 +187,7 @@ def _crash_handling(
     client: SyncPrefectClient,
     report: SetupReport,
     planned: list[DesiredDeployment | SetupItem],
-    settings: OpsSettings,
+    settings: Settings,
     *,
     dry_run: bool,
 ) -> None:

@@ -1,36 +1,47 @@
-"""`storyloom worker --pool NAME`: a Prefect process worker that shuts down without losing work.
+"""`storyloom worker --pool NAME`: a Prefect process worker that stops without losing work
+and fails loudly.
 
-Prefect's own `prefect worker start` polls every 10 s and was seen still running 10 s
-after SIGTERM. This worker is Prefect's ProcessWorker run from our own asyncio loop:
+It is Prefect's ProcessWorker, driven by our own loop and extended through public
+methods only (`run`, `get_and_submit_flow_runs`, `sync_with_backend`, the job
+configuration's `prepare_for_flow_run`); tests/deployments/test_prefect_surface.py pins
+the upstream signatures it relies on, so an upgrade that changes them fails in CI.
 
-- it polls the pool every second (STORYLOOM_WORKER_QUERY_SECONDS) and looks only a
-  couple of seconds ahead (STORYLOOM_WORKER_PREFETCH_SECONDS);
-- it does not poll while a run it claimed is still becoming Pending: the pool's limit
-  counts Pending and Running runs, and Prefect's query skips a run whose state change
-  is in progress (row locked), so a poll that lands then finds that slot free and hands
-  out one more run (seen on a loaded server: two `images` runs with a limit of 1);
-- the flow runs it starts get STORYLOOM_API_LIMITS=true unless it is already set (in the
-  worker's environment or the deployment's job variables), so their paid calls take the
-  per-API concurrency slots `storyloom setup` created;
-- on SIGTERM or SIGINT it takes no new run at once, lets the runs it has finish within
-  a grace period (STORYLOOM_WORKER_GRACE_SECONDS, 300 s; a second signal ends it
-  early), then hands back whatever is still running: the run goes back to
-  AwaitingRetry (a Scheduled state) for another worker, and its process is stopped.
-  Tasks cache their results by input, so the rerun pays for nothing twice. Exit 0.
+- It polls the pool every second (STORYLOOM_WORKER_QUERY_SECONDS) and claims runs only a
+  couple of seconds ahead (STORYLOOM_WORKER_PREFETCH_SECONDS).
+- After a poll that claimed runs it polls again only once they have left Scheduled: the
+  pool's limit counts Pending and Running runs, and Prefect's query skips a run whose
+  state change is in progress (row locked), so a poll that lands then finds that slot
+  free and hands out one more run (seen on a loaded server: two `images` runs with a
+  limit of 1).
+- Each flow run is started as `python -m deployments.flow_run`, which runs Prefect's
+  `prefect flow-run execute` in a session of its own, with
+  PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule (from the pool's job template,
+  which `storyloom setup` writes; filled in when a pool lacks it). That is Prefect's
+  supported hand-back: on SIGTERM the supervisor tells the engine over its control
+  channel, the engine exits without reporting a state, and the run goes back to its pool
+  as AwaitingRetry. Never Crashed, so no alert fires and no crash hook runs. The worker
+  asks for it with SIGUSR1 to the launcher, because Prefect's own cancellation of a run
+  is a SIGTERM to the same process, which must not hand the run back (see
+  deployments/flow_run.py). The runs
+  also get STORYLOOM_API_LIMITS=true unless it is set, so their paid calls take the
+  per-API slots `storyloom setup` created.
+- On SIGTERM or SIGINT it takes no new run, lets the runs it has finish within a grace
+  period (STORYLOOM_WORKER_GRACE_SECONDS, 300 s; a second signal ends it early), then
+  sends SIGTERM to each remaining run's supervisor, which hands it back. Tasks cache
+  their results by input, so the rerun pays for nothing twice. Exit 0.
+- It fails loudly, with one line and a non-zero exit, so that a supervisor restarts it
+  or someone is told: 3 when the Prefect server has not answered for
+  STORYLOOM_WORKER_SERVER_TIMEOUT_SECONDS or refuses it (401/403); 4 when a provider has
+  answered its flow runs with nothing but account errors (revoked key, exhausted quota)
+  for STORYLOOM_WORKER_ACCOUNT_ERROR_SECONDS (it hands back what it holds first); 1
+  when it cannot start (no API URL, no such pool). Its status file answers
+  `storyloom worker --pool P --check` (storyloom/health.py).
 
-Handing back uses Prefect's own mechanism for it (what `prefect flow-run execute` does
-with PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule): the "reschedule" intent
-goes to the flow run's engine over its control channel, so the engine exits without
-reporting a state; only then is the process stopped and the run set to AwaitingRetry.
-A run is never marked Crashed on the way, so no alert fires and no crash hook runs.
-That needs the run's control channel, which ProcessWorker.run keeps to itself: `run`
-below is ProcessWorker.run (Prefect 3.9) plus the bookkeeping to reach it.
-
-Flow runs start in their own session (process group), so a Ctrl-C in the worker's
-terminal reaches the worker alone. Whatever stops the worker must signal the worker
-only and wait long enough: systemd KillMode=mixed (the default control-group mode sends
-SIGTERM to the flow runs too, and they end Crashed) and TimeoutStopSec, or a container's
-stop timeout / terminationGracePeriodSeconds, above the grace plus about 20 s.
+Whatever stops the worker must signal the worker only and wait long enough: systemd
+KillMode=mixed (the default control-group mode would SIGTERM the runs' supervisors at
+the same moment, handing them back at once, without the grace) and TimeoutStopSec, or
+a container's stop timeout / terminationGracePeriodSeconds, above the grace plus about
+45 s. docs/production.md has a unit and an entrypoint.
 """
 
 from __future__ import annotations
@@ -38,12 +49,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
+import shlex
 import signal
 import socket
 import sys
-import tempfile
-import warnings
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +64,10 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
+import httpx
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.exceptions import Abort, ObjectNotFound
-from prefect.flows import load_flow_from_flow_run
 from prefect.logging import get_logger
-from prefect.runner._control_channel import ControlSignalStatus
-from prefect.runner._flow_run_executor import FlowRunExecutionResult, FlowRunExecutorContext
-from prefect.runner._process_manager import ProcessHandle
-from prefect.runner._starter_engine import EngineCommandStarter
-from prefect.runner._workspace_starter import WorkspaceResolvingEngineCommandStarter
 from prefect.settings import get_current_settings
 from prefect.states import AwaitingRetry
 from prefect.utilities.engine import propose_state
@@ -68,79 +76,94 @@ from prefect.workers.process import (
     ProcessWorker,
     ProcessWorkerResult,
 )
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deployments.flow_run import HAND_BACK_SIGNAL, SIGTERM_BEHAVIOR_ENV
+from storyloom import health
+from storyloom.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.client.schemas.responses import WorkerFlowRunResponse
-    from prefect.runner._flow_run_executor import FlowRunExecutor
+    from prefect.client.schemas.objects import Flow as APIFlow
+    from prefect.client.schemas.objects import FlowRun, WorkPool
+    from prefect.client.schemas.responses import DeploymentResponse
 
 API_LIMITS_ENV = "STORYLOOM_API_LIMITS"
+HEALTH_DIR_ENV = "STORYLOOM_WORKER_HEALTH_DIR"
+
+# Exit codes, for supervisors and scripts.
+EXIT_OK = 0
+EXIT_CANNOT_START = 1
+EXIT_SERVER_LOST = 3
+EXIT_ACCOUNT_ERRORS = 4
+
+# How long a claimed run may take to become Pending before the next poll goes ahead.
+CLAIM_SETTLE_SECONDS = 10.0
+# A run claimed by a poll that never reached `run` (another worker won it, or its
+# submission failed) stops counting as this worker's after this long.
+CLAIM_FORGET_SECONDS = 60.0
+# How often the worker asks the server whether it answers (its /health).
+PROBE_SECONDS = 5.0
 
 logger = get_logger("storyloom.worker")
 
 
-class WorkerSettings(BaseSettings):
-    """How a worker polls and how it shuts down (STORYLOOM_WORKER_*)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="STORYLOOM_WORKER_", env_file=".env", extra="ignore"
-    )
-
-    # After SIGTERM: how long running flow runs may take to finish before they are
-    # handed back to the pool.
-    grace_seconds: float = Field(300.0, ge=0)
-    # Seconds between polls for new runs (Prefect's default is 10).
-    query_seconds: float = Field(1.0, gt=0, le=60)
-    # How far ahead of their start time scheduled runs are claimed.
-    prefetch_seconds: int = Field(2, ge=0)
-    # A handed-back run's process gets SIGTERM, then SIGKILL after this long.
-    kill_seconds: float = Field(10.0, ge=0)
+class ServerLost(Exception):
+    """The Prefect server has not answered for too long, or refuses this worker."""
 
 
-def run_worker(
-    pool: str,
-    *,
-    limit: int | None = None,
-    name: str | None = None,
-    grace_seconds: float | None = None,
-    settings: WorkerSettings | None = None,
-) -> int:
-    """Run a process worker for `pool` until SIGTERM or SIGINT; the exit code.
+class AccountErrors(Exception):
+    """A provider answers this worker's runs with nothing but account errors."""
 
-    `limit` caps the flow runs this worker runs at once (the pool's own limit applies
-    too); `grace_seconds` overrides STORYLOOM_WORKER_GRACE_SECONDS. 0 after a clean
-    shutdown (runs finished or handed back), 1 when the worker cannot run (no API URL,
-    no such pool) or a run could not be handed back. Blocks; call it from the main
-    thread, outside an event loop.
-    """
-    settings = settings or WorkerSettings()
-    if grace_seconds is not None:
-        settings = settings.model_copy(update={"grace_seconds": max(grace_seconds, 0.0)})
-    if limit is not None and limit < 1:
-        logger.error("--limit must be at least 1 (got %s)", limit)
-        return 1
-    if not get_current_settings().api.url:
-        logger.error("PREFECT_API_URL is not set: a worker needs a Prefect server to poll")
-        return 1
-    worker_name = name or f"{pool}-{socket.gethostname()}-{os.getpid()}"
-    return asyncio.run(_serve(pool, limit=limit, name=worker_name, settings=settings))
+
+class StoryloomJobConfiguration(ProcessJobConfiguration):
+    """The process job configuration, with a storyloom worker's defaults filled in."""
+
+    def prepare_for_flow_run(
+        self,
+        flow_run: FlowRun,
+        deployment: DeploymentResponse | None = None,
+        flow: APIFlow | None = None,
+        work_pool: WorkPool | None = None,
+        worker_name: str | None = None,
+        worker_id: UUID | None = None,
+    ) -> None:
+        if self.command is None:
+            # Run by the worker's own interpreter, whatever PATH says.
+            self.command = shlex.join([sys.executable, "-m", "deployments.flow_run"])
+        super().prepare_for_flow_run(
+            flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id
+        )
+        self.env.setdefault(SIGTERM_BEHAVIOR_ENV, "reschedule")
+        self.env.setdefault(API_LIMITS_ENV, "true")
+        if worker_name:
+            folder = health.providers_dir(get_settings().home, worker_name)
+            self.env[HEALTH_DIR_ENV] = str(folder)
 
 
 @dataclass
 class _Attempt:
-    """A flow run whose process this worker started and still supervises."""
+    """A flow run whose supervisor process this worker started and still waits on."""
 
     flow_run_id: UUID
-    context: FlowRunExecutorContext
-    scope: anyio.CancelScope
-    pid: int
+    pid: int | None = None
     handing_back: bool = False
+
+
+class _PidStatus:
+    """Passes the started pid on to Prefect, keeping it for the hand-back."""
+
+    def __init__(self, attempt: _Attempt, status: anyio.abc.TaskStatus[int]) -> None:
+        self._attempt = attempt
+        self._status = status
+
+    def started(self, value: int | None = None) -> None:
+        self._attempt.pid = value
+        self._status.started(value)  # type: ignore[arg-type]
 
 
 class StoryloomProcessWorker(ProcessWorker):
     """Prefect's ProcessWorker that can stop taking runs and give running ones back."""
+
+    job_configuration = StoryloomJobConfiguration
 
     @classmethod
     def __dispatch_key__(cls) -> str:
@@ -148,53 +171,43 @@ class StoryloomProcessWorker(ProcessWorker):
         # (setup templates pools from it); `type` stays "process" for the server.
         return "storyloom-process"
 
-    def __init__(self, *args: Any, kill_seconds: float = 10.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._kill_seconds = kill_seconds
-        self._accepting = True
-        self._handing_back = False
-        self._attempts: dict[UUID, _Attempt] = {}
-        self._claiming: set[UUID] = set()  # claimed, not Pending yet
+        self.handing_back = False
+        self.attempts: dict[UUID, _Attempt] = {}
+        self.claimed: dict[UUID, float] = {}  # claimed by a poll, not in `run` yet
         self.hand_back_failures: set[UUID] = set()
 
     @property
     def busy(self) -> int:
-        """Flow runs being submitted or running here."""
-        return len(self._submitting_flow_run_ids | self._attempts.keys())
+        """Flow runs claimed or running here."""
+        now = time.monotonic()
+        for run_id, at in list(self.claimed.items()):
+            if now - at > CLAIM_FORGET_SECONDS:
+                self.claimed.pop(run_id, None)
+        return len(self.claimed.keys() | self.attempts.keys())
 
-    def stop_accepting(self) -> None:
-        """Take no run from the pool from now on (runs already claimed go on)."""
-        self._accepting = False
-
-    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
-        # Not while a claimed run is becoming Pending: until that commits, the server
-        # counts its slot as free (see the module docstring).
-        if self._claiming:
-            return []
-        return await super().get_and_submit_flow_runs()
-
-    async def _submit_run(self, flow_run: FlowRun) -> None:
-        # Started (start_soon) by the poll that claimed the run, before the next poll.
-        self._claiming.add(flow_run.id)
-        try:
-            await super()._submit_run(flow_run)
-        finally:
-            self._claiming.discard(flow_run.id)
-
-    async def _propose_pending_state(self, flow_run: FlowRun) -> bool:
-        try:
-            return await super()._propose_pending_state(flow_run)
-        finally:
-            self._claiming.discard(flow_run.id)
-
-    async def _submit_scheduled_flow_runs(
-        self, flow_run_response: list[WorkerFlowRunResponse]
-    ) -> list[FlowRun]:
-        # A poll that was under way when the signal came claims nothing: the runs it
-        # found stay Scheduled for other workers.
-        if not self._accepting:
-            return []
-        return await super()._submit_scheduled_flow_runs(flow_run_response)
+    async def poll(self) -> list[FlowRun]:
+        """Claim what the pool has for this worker, then wait until those runs have
+        left Scheduled (see the module docstring)."""
+        runs = await self.get_and_submit_flow_runs()
+        now = time.monotonic()
+        for run in runs:
+            if run.id not in self.attempts:
+                self.claimed.setdefault(run.id, now)
+        waiting = {run.id for run in runs}
+        with anyio.move_on_after(CLAIM_SETTLE_SECONDS):
+            while waiting:
+                waiting -= self.attempts.keys()
+                if waiting:
+                    found = await self.client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(waiting))),
+                        limit=len(waiting),
+                    )
+                    waiting = {run.id for run in found if run.state and run.state.is_scheduled()}
+                if waiting:
+                    await anyio.sleep(0.05)
+        return runs
 
     async def run(
         self,
@@ -203,97 +216,52 @@ class StoryloomProcessWorker(ProcessWorker):
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> ProcessWorkerResult:
         status = task_status if task_status is not None else anyio.TASK_STATUS_IGNORED
-        if self._handing_back:
+        self.claimed.pop(flow_run.id, None)
+        if self.handing_back:
             # Claimed before the signal, reached here after the grace ended: give it
-            # back without starting it. A falsy pid tells the base class no process
-            # was started, so it records none.
+            # back without starting it. A falsy pid tells Prefect no process started.
             await self.reschedule(flow_run.id)
             status.started(0)
             return ProcessWorkerResult(status_code=0, identifier="")
-
-        configuration.env.setdefault(API_LIMITS_ENV, "true")
-        working_dir: contextlib.AbstractContextManager[str | Path] = (
-            tempfile.TemporaryDirectory(suffix="prefect")
-            if not configuration.working_dir
-            else contextlib.nullcontext(configuration.working_dir)
-        )
-        execution: FlowRunExecutionResult | None = None
-        attempt: _Attempt | None = None
-        with working_dir as directory, warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            async with FlowRunExecutorContext() as context:
-                executor = _executor(context, flow_run, configuration, Path(directory).resolve())
-
-                async def execute(
-                    *, task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED
-                ) -> None:
-                    nonlocal execution
-                    execution = await executor.submit(task_status=task_status)
-
-                try:
-                    async with anyio.create_task_group() as group:
-                        handle: ProcessHandle = await group.start(execute)
-                        if handle.pid is None:
-                            raise RuntimeError("Flow run process has no PID")
-                        attempt = _Attempt(flow_run.id, context, group.cancel_scope, handle.pid)
-                        self._attempts[flow_run.id] = attempt
-                        status.started(handle.pid)
-                finally:
-                    self._attempts.pop(flow_run.id, None)
-
-        if attempt is not None and attempt.handing_back:
-            # Its state is the hand-back's business: report no crash of our own.
-            return ProcessWorkerResult(status_code=0, identifier=str(attempt.pid))
-        if execution is None or execution.status_code is None:
-            raise RuntimeError("Failed to start flow run process.")
-        return ProcessWorkerResult(
-            status_code=execution.status_code, identifier=str(execution.handle.pid)
-        )
+        attempt = _Attempt(flow_run.id)
+        self.attempts[flow_run.id] = attempt
+        try:
+            result = await super().run(flow_run, configuration, _PidStatus(attempt, status))
+        finally:
+            self.attempts.pop(flow_run.id, None)
+        if attempt.handing_back and result.status_code != 0:
+            # The supervisor did not get to hand the run back (it was killed at the end
+            # of the bound): the run goes back to the pool from here.
+            await self.reschedule(flow_run.id)
+        return result
 
     async def hand_back_all(self, timeout: float) -> None:
-        """Give every run still here back to the pool; wait up to `timeout` for them to go.
-
-        Loops, because a run claimed before the signal may only now be starting.
-        """
-        self._handing_back = True
-        with anyio.move_on_after(timeout):
-            while self.busy:
-                waiting = [a for a in self._attempts.values() if not a.handing_back]
-                if not waiting:
-                    await anyio.sleep(0.1)
-                    continue
-                async with anyio.create_task_group() as group:
-                    for attempt in waiting:
-                        attempt.handing_back = True
-                        group.start_soon(self._hand_back, attempt)
-        if self.busy:
-            logger.error("%d flow run(s) did not stop within %.0f s", self.busy, timeout)
-
-    async def _hand_back(self, attempt: _Attempt) -> None:
-        run_id = attempt.flow_run_id
-        channel = attempt.context.control_channel
-        answer = await channel.signal(run_id, "reschedule")
-        if answer is ControlSignalStatus.ALREADY_CONCLUDED:
-            # The engine reported its final state as we asked: the run is done.
-            attempt.handing_back = False
-            logger.info("Flow run %s finished as it was being handed back", run_id)
-            return
-        acknowledged = answer is ControlSignalStatus.ACKNOWLEDGED
-        logger.info(
-            "Handing back flow run %s (pid %d)%s",
-            run_id,
-            attempt.pid,
-            "" if acknowledged else ": its engine did not answer, so it is killed",
-        )
-        # Acknowledged: the engine exits on SIGTERM without reporting a state (SIGKILL
-        # after kill_seconds). Not: SIGKILL at once, so it reports nothing either.
-        await attempt.context.process_manager.kill(
-            run_id, grace_seconds=self._kill_seconds, force=not acknowledged
-        )
-        # No await between a forced kill and this: the executor must not see the
-        # exit code, or it reports the run Crashed.
-        attempt.scope.cancel()
-        await self.reschedule(run_id)
+        """Signal each running run's launcher (once its engine runs), whose supervisor then
+        hands the run back; wait up to `timeout`, then stop what is left (SIGKILL, the whole
+        process tree)."""
+        self.handing_back = True
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            for attempt in list(self.attempts.values()):
+                if attempt.pid and not attempt.handing_back and _supervising(attempt.pid):
+                    logger.info(
+                        "Handing back flow run %s (pid %d)", attempt.flow_run_id, attempt.pid
+                    )
+                    attempt.handing_back = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(attempt.pid, HAND_BACK_SIGNAL)
+            await anyio.sleep(0.2)
+        for attempt in list(self.attempts.values()):
+            if attempt.pid:
+                logger.error(
+                    "Flow run %s did not stop within %.0f s: killing it",
+                    attempt.flow_run_id,
+                    timeout,
+                )
+                _kill_tree(attempt.pid)
+        with anyio.move_on_after(15):
+            while self.attempts:
+                await anyio.sleep(0.1)
 
     async def reschedule(self, flow_run_id: UUID) -> bool:
         """Put a run this worker holds back in the pool: AwaitingRetry, now."""
@@ -325,44 +293,117 @@ class StoryloomProcessWorker(ProcessWorker):
         return True
 
 
-def _executor(
-    context: FlowRunExecutorContext,
-    flow_run: FlowRun,
-    configuration: ProcessJobConfiguration,
-    workspace_root: Path,
-) -> FlowRunExecutor:
-    """The executor ProcessWorker.run would make for this run."""
-    if configuration._command_configured:
-        starter = EngineCommandStarter(
-            command=configuration.command,
-            cwd=workspace_root,
-            env=configuration.env,
-            stream_output=configuration.stream_output,
-            control_channel=context.control_channel,
-        )
-        return context.create_executor(
-            flow_run, starter, resolve_flow=load_flow_from_flow_run, propose_submitting=False
-        )
-    workspace_starter = WorkspaceResolvingEngineCommandStarter(
-        workspace_root=workspace_root,
-        command=None,
-        stream_output=configuration.stream_output,
-        control_channel=context.control_channel,
-        source_cwd=workspace_root,
-        environment=configuration.env,
-    )
-    context.call_after_exit(workspace_starter.close)
-    return context.create_executor(
-        flow_run,
-        workspace_starter,
-        propose_submitting=False,
-        hook_runner=workspace_starter.hook_runner,
-    )
+def _supervising(pid: int) -> bool:
+    """Whether the run's supervisor has started its engine (deployments/flow_run.py ->
+    `prefect flow-run execute` -> the engine): it installs its SIGTERM handler before
+    that, so the hand-back is heard; sent earlier, the SIGTERM would kill it."""
+    from storyloom.serve import process_tree
+
+    return len(process_tree(pid)) >= 3
 
 
-async def _serve(pool: str, *, limit: int | None, name: str, settings: WorkerSettings) -> int:
+def _kill_tree(pid: int) -> None:
+    from storyloom.serve import process_tree
+
+    for member in reversed(process_tree(pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+
+
+def run_worker(
+    pool: str,
+    *,
+    limit: int | None = None,
+    name: str | None = None,
+    grace_seconds: float | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Run a process worker for `pool` until SIGTERM or SIGINT; the exit code.
+
+    `limit` caps the flow runs this worker runs at once (the pool's own limit applies
+    too); `grace_seconds` overrides STORYLOOM_WORKER_GRACE_SECONDS. See the module
+    docstring for the exit codes. Blocks; call it from the main thread, outside an
+    event loop.
+    """
+    settings = settings or get_settings()
+    if grace_seconds is not None:
+        settings = settings.model_copy(update={"worker_grace_seconds": max(grace_seconds, 0.0)})
+    if limit is not None and limit < 1:
+        logger.error("--limit must be at least 1 (got %s)", limit)
+        return EXIT_CANNOT_START
+    if not get_current_settings().api.url:
+        logger.error("PREFECT_API_URL is not set: a worker needs a Prefect server to poll")
+        return EXIT_CANNOT_START
+    worker_name = name or f"{pool}-{socket.gethostname()}-{os.getpid()}"
+    return asyncio.run(_serve(pool, limit=limit, name=worker_name, settings=settings))
+
+
+class _Health:
+    """The worker's own view of its health, mirrored to its status file."""
+
+    def __init__(self, settings: Settings, pool: str, name: str) -> None:
+        self.settings = settings
+        self.home = settings.home
+        self.status = health.WorkerStatus(
+            name=name,
+            pool=pool,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started=time.time(),
+            server_timeout_seconds=settings.worker_server_timeout_seconds,
+            account_error_seconds=settings.worker_account_error_seconds,
+        )
+        self.last_contact = time.monotonic()  # the start counts as contact
+        self.refused: str | None = None
+        # Notes a previous worker of this name left are about another process.
+        for stale in health.account_troubles(self.providers):
+            (self.providers / f"{stale.provider}.json").unlink(missing_ok=True)
+
+    @property
+    def providers(self) -> Path:
+        return health.providers_dir(self.home, self.status.name)
+
+    def contact(self) -> None:
+        self.last_contact = time.monotonic()
+        self.status.contact = time.time()
+
+    def failed(self, what: str, exc: Exception) -> None:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in (401, 403):
+            self.refused = f"the Prefect server refused the worker ({exc.response.status_code})"
+        logger.warning("%s failed: %s", what, _one_line(exc))
+
+    def save(self, state: str) -> None:
+        self.status.state = state
+        with contextlib.suppress(OSError):
+            self.status.save(self.home)
+
+    def verdict(self) -> Exception | None:
+        """Why the worker must stop now, if it must."""
+        if self.refused:
+            return ServerLost(self.refused)
+        silent = time.monotonic() - self.last_contact
+        if silent > self.settings.worker_server_timeout_seconds:
+            url = get_current_settings().api.url or "?"
+            from deployments.config import mask_url
+
+            return ServerLost(
+                f"the Prefect server at {mask_url(url)} has not answered for {silent:.0f} s"
+            )
+        now = time.time()
+        for trouble in health.account_troubles(self.providers):
+            if now - trouble.since >= self.settings.worker_account_error_seconds:
+                return AccountErrors(
+                    f"{trouble.provider} has answered only account errors for"
+                    f" {now - trouble.since:.0f} s ({trouble.error}): every run would fail"
+                    " the same way"
+                )
+        return None
+
+
+async def _serve(pool: str, *, limit: int | None, name: str, settings: Settings) -> int:
     stopping = asyncio.Event()
     hurry = asyncio.Event()
+    reason: list[Exception] = []
 
     def on_signal(signum: int) -> None:
         if not stopping.is_set():
@@ -370,49 +411,85 @@ async def _serve(pool: str, *, limit: int | None, name: str, settings: WorkerSet
                 "%s: taking no new runs; running ones get %.0f s to finish"
                 " (signal again to hand them back now)",
                 signal.Signals(signum).name,
-                settings.grace_seconds,
+                settings.worker_grace_seconds,
             )
             stopping.set()
         elif not hurry.is_set():
             logger.info("%s again: handing running flow runs back now", signal.Signals(signum).name)
             hurry.set()
 
-    with _signal_handlers(on_signal):
-        worker = StoryloomProcessWorker(
-            work_pool_name=pool,
-            name=name,
-            limit=limit,
-            prefetch_seconds=settings.prefetch_seconds,
-            create_pool_if_not_found=False,
-            kill_seconds=settings.kill_seconds,
-        )
-        async with worker:
-            if not await _pool_exists(worker, pool):
-                return 1
-            async with anyio.create_task_group() as services:
-                services.start_soon(_keep_in_sync, worker, settings.query_seconds)
-                async with anyio.create_task_group() as polling:
-                    polling.start_soon(_poll, worker, settings.query_seconds)
-                    logger.info(
-                        "Worker %r polling pool %r every %g s (limit %s)",
-                        worker.name,
-                        pool,
-                        settings.query_seconds,
-                        limit if limit is not None else "the pool's",
-                    )
-                    await stopping.wait()
-                    worker.stop_accepting()
-                    polling.cancel_scope.cancel()
+    def stop_for(problem: Exception) -> None:
+        if not reason:
+            reason.append(problem)
+        stopping.set()
+        hurry.set()
 
-                await _drain(worker, settings.grace_seconds, hurry)
-                if worker.busy:
-                    await worker.hand_back_all(timeout=settings.kill_seconds + 30)
-                services.cancel_scope.cancel()
+    state = _Health(settings, pool, name)
+    state.save("starting")
+    try:
+        with _signal_handlers(on_signal):
+            worker = StoryloomProcessWorker(
+                work_pool_name=pool,
+                name=name,
+                limit=limit,
+                prefetch_seconds=settings.worker_prefetch_seconds,
+                create_pool_if_not_found=False,
+            )
+            async with worker:
+                if not await _pool_exists(worker, pool, state):
+                    return EXIT_CANNOT_START
+                async with anyio.create_task_group() as services:
+                    services.start_soon(_keep_in_sync, worker, settings, state)
+                    services.start_soon(_probe, worker, settings, state)
+                    services.start_soon(_watch, state, stop_for, settings)
+                    async with anyio.create_task_group() as polling:
+                        polling.start_soon(_poll, worker, settings.worker_query_seconds, state)
+                        logger.info(
+                            "Worker %r polling pool %r every %g s (limit %s)",
+                            worker.name,
+                            pool,
+                            settings.worker_query_seconds,
+                            limit if limit is not None else "the pool's",
+                        )
+                        await stopping.wait()
+                        state.save("stopping")
+                        polling.cancel_scope.cancel()
+
+                    if reason and isinstance(reason[0], ServerLost):
+                        # Nothing can be handed back, nor the worker's own context left
+                        # (it would wait on its runs and the server): its runs'
+                        # supervisors go on in their own sessions and report when the
+                        # server is back; the worker goes now.
+                        _stop_now(state, settings, name, reason[0], EXIT_SERVER_LOST)
+                    await _drain(worker, settings.worker_grace_seconds, hurry)
+                    if worker.busy:
+                        # Prefect's supervisor gives the engine 30 s after SIGTERM.
+                        await worker.hand_back_all(timeout=30 + settings.worker_kill_seconds + 5)
+                    services.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(OSError):
+            state.status.remove(settings.home)
+    if reason:
+        _say_why(name, reason[0])
+        return EXIT_ACCOUNT_ERRORS
     if worker.hand_back_failures:
         logger.error("Could not hand back: %s", ", ".join(map(str, worker.hand_back_failures)))
-        return 1
+        return EXIT_CANNOT_START
     logger.info("Worker %r stopped", name)
-    return 0
+    return EXIT_OK
+
+
+def _say_why(name: str, problem: Exception) -> None:
+    # The one line a supervisor's log shows.
+    print(f"storyloom worker {name} stops: {problem}", file=sys.stderr, flush=True)
+
+
+def _stop_now(state: _Health, settings: Settings, name: str, problem: Exception, code: int) -> None:
+    with contextlib.suppress(OSError):
+        state.status.remove(settings.home)
+    _say_why(name, problem)
+    logging.shutdown()
+    os._exit(code)
 
 
 async def _drain(worker: StoryloomProcessWorker, grace: float, hurry: asyncio.Event) -> None:
@@ -424,40 +501,69 @@ async def _drain(worker: StoryloomProcessWorker, grace: float, hurry: asyncio.Ev
             await anyio.sleep(0.2)
 
 
-async def _poll(worker: StoryloomProcessWorker, interval: float) -> None:
+async def _poll(worker: StoryloomProcessWorker, interval: float, state: _Health) -> None:
     while True:
         try:
-            await worker.get_and_submit_flow_runs()
+            await worker.poll()
         except Exception as exc:
-            logger.warning("Polling for flow runs failed: %s", exc)
+            state.failed("Polling for flow runs", exc)
+        state.save("polling")
         await anyio.sleep(interval)
 
 
-async def _keep_in_sync(worker: StoryloomProcessWorker, query_seconds: float) -> None:
+async def _keep_in_sync(worker: StoryloomProcessWorker, settings: Settings, state: _Health) -> None:
     """Heartbeat, and pick up changes to the pool (its job template)."""
     while True:
-        synced = worker.is_setup and worker._has_successfully_synced
-        # Until the first sync succeeds (server not up yet) retry at the poll's pace.
-        await anyio.sleep(worker.heartbeat_interval_seconds if synced else query_seconds)
         try:
             await worker.sync_with_backend()
         except Exception as exc:
-            logger.warning("Worker heartbeat failed: %s", exc)
+            state.failed("Worker heartbeat", exc)
+            # Until a sync succeeds again, retry at the poll's pace.
+            await anyio.sleep(settings.worker_query_seconds)
+            continue
+        await anyio.sleep(worker.heartbeat_interval_seconds)
 
 
-async def _pool_exists(worker: StoryloomProcessWorker, pool: str) -> bool:
+async def _probe(worker: StoryloomProcessWorker, settings: Settings, state: _Health) -> None:
+    """Whether the server answers, asked directly: the heartbeat goes over a channel
+    that reconnects by itself, and a poll before the first sync asks nothing."""
+    while True:
+        problem = await worker.client.api_healthcheck()
+        if problem is None:
+            state.contact()
+        else:
+            state.failed("Reaching the Prefect server", problem)
+        await anyio.sleep(min(PROBE_SECONDS, settings.worker_server_timeout_seconds / 4))
+
+
+async def _watch(state: _Health, stop_for: Callable[[Exception], None], settings: Settings) -> None:
+    while True:
+        problem = state.verdict()
+        if problem is not None:
+            stop_for(problem)
+            return
+        await anyio.sleep(min(1.0, settings.worker_query_seconds))
+
+
+async def _pool_exists(worker: StoryloomProcessWorker, pool: str, state: _Health) -> bool:
     try:
         found = await worker.client.read_work_pool(pool)
     except ObjectNotFound:
         logger.error("Work pool %r does not exist: run `storyloom setup` first", pool)
         return False
     except Exception as exc:
-        # The server may be starting: the worker keeps trying, as Prefect's does.
-        logger.warning("Could not read work pool %r yet: %s", pool, exc)
+        # The server may be starting: the worker keeps trying, within its timeout.
+        state.failed(f"Reading work pool {pool!r}", exc)
         return True
+    state.contact()
     if found.type != ProcessWorker.type:
         logger.warning("Work pool %r is of type %r; this is a process worker", pool, found.type)
     return True
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 @contextlib.contextmanager

@@ -97,7 +97,13 @@ def run_children(**children: Child | None) -> dict[str, Any]:
 def _in_process(wanted: Mapping[str, Child]) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="child-flow") as pool:
         futures = {
-            name: pool.submit(contextvars.copy_context().run, partial(fn, **params))
+            # A child here hands its result back in memory: persisting it (as a child
+            # run from its deployment must, for its parent elsewhere) would only add a
+            # file to the result storage every run.
+            name: pool.submit(
+                contextvars.copy_context().run,
+                partial(fn.with_options(persist_result=False), **params),
+            )
             for name, (fn, params) in wanted.items()
         }
         errors = [f.exception() for f in futures.values()]

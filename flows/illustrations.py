@@ -16,15 +16,15 @@ from flows.progress import Progress
 from flows.publishing import Generation, open_generation
 from flows.spending import paid
 from storyloom import report, services
-from storyloom.media.base import image_public_id
+from storyloom.media.base import StoredMedia, image_public_id_for, tag_of
 from storyloom.media.local import preview_src
 from storyloom.models import Illustration, ImageStyle, Usage
-from storyloom.providers.base import ImageRequest, Picture
+from storyloom.providers.base import ImageRequest
 from storyloom.providers.errors import AccountError
 from storyloom.settings import get_settings
 from storyloom.writing import illustration_pages
-from tasks.illustrations import draw_image
-from tasks.media import store_media
+from tasks.illustrations import KeptPicture, keep_picture
+from tasks.media import reuse_media, store_media
 from tasks.writing import plan_illustration
 
 
@@ -61,7 +61,6 @@ def illustrations(
 
 
 def _illustrate(gen: Generation) -> IllustrationsResult:
-    logger = get_run_logger()
     config, pages = gen.config, gen.pages()
     numbers = illustration_pages(len(pages), config.illustrations) if config.illustrations else []
     progress = Progress(
@@ -71,21 +70,6 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
     usage: list[Usage] = []
     items: list[Illustration] = []
     failed: list[int] = []
-
-    def settled(future: PrefectFuture[Picture], page: int) -> Picture | None:
-        # One failed image never sinks the rest: log it and go on without it.
-        future.wait()
-        progress.advance(f"page {page} drawn")
-        try:
-            picture, cost = paid(future)
-        except AccountError:
-            raise  # every other picture would fail the same way
-        except Exception as exc:
-            logger.warning("page %d: the illustration failed and is skipped: %s", page, exc)
-            failed.append(page)
-            return None
-        usage.append(cost)
-        return picture
 
     if numbers:
         via = providers.notes["image"]
@@ -99,55 +83,32 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
             )
         ]  # fmt: skip
         usage += [cost for _, cost in planned]
-        prompts = [plan.prompt for plan, _ in planned]
         progress.advance("prompts planned")
         aspect = get_settings().gemini_image_aspect_ratio
-
-        def request(prompt: str, reference: Picture | None) -> ImageRequest:
-            return ImageRequest(
-                prompt, config.image_style, aspect, reference.data if reference else None
-            )
+        requests = [ImageRequest(plan.prompt, config.image_style, aspect) for plan, _ in planned]
+        pictures = _Pictures(gen, numbers, requests, via, media.name, progress, failed)
 
         # The first picture is drawn alone: the others get it as their reference so the
         # characters stay the same. If it fails, the others are drawn without one.
-        first = settled(draw_image.submit(request(prompts[0], None), via), numbers[0])
-        rest = [draw_image.submit(request(p, first), via) for p in prompts[1:]]
-        pictures = [first] + [settled(f, n) for f, n in zip(rest, numbers[1:], strict=True)]
-
-        drawn = [
-            (number, prompt, picture)
-            for number, prompt, picture in zip(numbers, prompts, pictures, strict=True)
-            if picture is not None
-        ]
-        uploads = submit_many(
-            store_media,
-            [(gen.id, image_public_id(gen.story_id, n, pic.data), pic.data, "image", "png",
-              media.name) for n, _, pic in drawn],
-        )  # fmt: skip
-        for (number, prompt, picture), upload in zip(drawn, uploads, strict=True):
-            upload.wait()
+        first = pictures.draw([0], None)
+        rest = pictures.draw(list(range(1, len(numbers))), pictures.reference(first))
+        for index, (kept, stored) in sorted({**first, **rest}.items()):
+            number = numbers[index]
             progress.advance(f"page {number} stored")
-            try:
-                stored = upload.result()
-            except AccountError:
-                raise
-            except Exception as exc:
-                logger.warning("page %d: storing the illustration failed: %s", number, exc)
-                failed.append(number)
-                continue
             items.append(
                 Illustration(
                     position=len(items) + 1,  # 1, the first one stored, is the banner
                     page_number=number,
-                    prompt=prompt,
+                    prompt=requests[index].prompt,
                     public_id=stored.public_id,
                     url=stored.url,
                     thumbnail_url=stored.thumbnail_url or stored.url,
-                    width=picture.width,
-                    height=picture.height,
+                    width=kept.width,
+                    height=kept.height,
                     version=stored.version,
                 )
             )
+        usage += pictures.spent()
     gen.save_illustrations(items)
     progress.finish(f"{len(items)} illustrations, {len(failed)} failed")
     create_markdown_artifact(
@@ -163,3 +124,134 @@ def _illustrate(gen: Generation) -> IllustrationsResult:
         banner_url=items[0].url if items else None,
         usage=usage,
     )
+
+
+Placed = dict[int, tuple[KeptPicture, StoredMedia]]  # by index in the pages illustrated
+Reference = tuple[KeptPicture, str | None]  # the first picture, and its file if stored
+
+
+class _Pictures:
+    """Drawing the pictures and storing them in the generation.
+
+    Each page's picture comes from keep-picture: kept for good as the tag of its bytes,
+    drawn (and so paid for) only when no run kept one for that request. A kept picture
+    is this generation's when its file is stored: the same file (an unchanged page), a
+    copy of it (the same picture on another page), or, when no generation uses it any
+    more and its file is gone, the picture again: from draw-image's cache while that
+    lasts (`result_days`), else drawn anew.
+    """
+
+    def __init__(
+        self,
+        gen: Generation,
+        numbers: list[int],
+        requests: list[ImageRequest],
+        via: str,
+        media_name: str,
+        progress: Progress,
+        failed: list[int],
+    ) -> None:
+        self.gen, self.numbers, self.requests = gen, numbers, requests
+        self.via, self.media_name, self.progress, self.failed = via, media_name, progress, failed
+        self.costs: dict[int, Usage] = {}
+        self.kept: dict[int, KeptPicture] = {}
+        self.logger = get_run_logger()
+        # The current book's pictures by tag: where a kept picture's bytes may be stored.
+        book = services.store().book(gen.story_id)
+        self.elsewhere: dict[str, list[str]] = {}
+        for item in book.illustrations if book else []:
+            self.elsewhere.setdefault(tag_of(item.public_id), []).append(item.public_id)
+
+    def spent(self) -> list[Usage]:
+        return [self.costs[i] for i in sorted(self.costs)]
+
+    def reference(self, first: Placed) -> Reference | None:
+        """The first picture as the others' reference: its bytes in memory, or its file."""
+        picture = self.kept.get(0)
+        stored = first.get(0)
+        if picture is None or (picture.data is None and stored is None):
+            return None
+        return picture, stored[1].public_id if stored else None
+
+    def draw(self, indexes: list[int], reference: Reference | None) -> Placed:
+        """The pictures of these pages, each stored in the generation; a picture that
+        failed is logged and left out."""
+        kept = self._settle({i: self._keep(i, reference) for i in indexes})
+        placed: Placed = {}
+        gone: list[int] = []
+        for i, (picture, stored) in self._store(kept).items():
+            if stored is None:
+                gone.append(i)
+            else:
+                placed[i] = (picture, stored)
+        if gone:
+            retried = {i: self._keep(i, reference, again=True) for i in gone}
+            again = self._settle(retried, again=True)
+            for i, (picture, stored) in self._store(again).items():
+                if stored is not None:
+                    placed[i] = (picture, stored)
+        return placed
+
+    def _keep(
+        self, index: int, reference: Reference | None, *, again: bool = False
+    ) -> PrefectFuture[KeptPicture]:
+        task = keep_picture.with_options(refresh_cache=True) if again else keep_picture
+        request = self.requests[index]
+        if reference is None:
+            return task.submit(request, None, self.via)
+        picture, stored_at = reference
+        return task.submit(request, picture.tag, self.via, picture.data, stored_at)
+
+    def _settle(
+        self, futures: dict[int, PrefectFuture[KeptPicture]], *, again: bool = False
+    ) -> dict[int, KeptPicture]:
+        # One failed image never sinks the rest: log it and go on without it.
+        settled: dict[int, KeptPicture] = {}
+        for index, future in futures.items():
+            future.wait()
+            if not again:
+                self.progress.advance(f"page {self.numbers[index]} drawn")
+            try:
+                picture, cost = paid(future)
+            except AccountError:
+                raise  # every other picture would fail the same way
+            except Exception as exc:
+                page = self.numbers[index]
+                self.logger.warning(
+                    "page %d: the illustration failed and is skipped: %s", page, exc
+                )
+                self.failed.append(page)
+                continue
+            self.costs[index] = cost  # a picture drawn again replaces what its first try cost
+            self.kept[index] = settled[index] = picture
+        return settled
+
+    def _store(
+        self, pictures: dict[int, KeptPicture]
+    ) -> dict[int, tuple[KeptPicture, StoredMedia | None]]:
+        """Each picture's file in the generation (None: no longer stored anywhere); a
+        picture whose storing failed is logged and left out."""
+        futures: dict[int, PrefectFuture[StoredMedia] | PrefectFuture[StoredMedia | None]] = {}
+        for index, picture in pictures.items():
+            public_id = image_public_id_for(self.gen.story_id, self.numbers[index], picture.tag)
+            if picture.data is not None:
+                futures[index] = store_media.submit(
+                    self.gen.id, public_id, picture.data, "image", "png", self.media_name
+                )
+            else:
+                futures[index] = reuse_media.submit(
+                    self.gen.id, public_id, self.elsewhere.get(picture.tag, []), "image",
+                    "png", self.media_name,
+                )  # fmt: skip
+        stored: dict[int, tuple[KeptPicture, StoredMedia | None]] = {}
+        for index, future in futures.items():
+            future.wait()
+            try:
+                stored[index] = (pictures[index], future.result())
+            except AccountError:
+                raise
+            except Exception as exc:
+                page = self.numbers[index]
+                self.logger.warning("page %d: storing the illustration failed: %s", page, exc)
+                self.failed.append(page)
+        return stored

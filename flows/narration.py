@@ -7,16 +7,18 @@ finished story in one more language.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
 from flows.fanout import submit_many
 from flows.progress import Progress
 from flows.publishing import Generation, open_generation
-from flows.spending import paid
+from flows.spending import paid, paid_each
 from storyloom import report, services
-from storyloom.audio import TimedAudio, assemble, deliver, sentence_starts, split_at
 from storyloom.chapters import (
     ChapterPlan,
     chapter_title,
@@ -24,13 +26,13 @@ from storyloom.chapters import (
     plan_chapters,
     speech_chunks,
 )
-from storyloom.media.base import audio_public_id
+from storyloom.media.base import StoredMedia, audio_public_id_for, tag_of
 from storyloom.models import AudioChapter, Language, Page, SentenceTiming, Usage
 from storyloom.providers.errors import AccountError
 from storyloom.settings import get_settings
 from storyloom.writing import section_starts
-from tasks.media import store_media
-from tasks.narration import speak, translate
+from tasks.media import reuse_media, store_media
+from tasks.narration import KeptChapter, translate, voice_chapter
 
 # A pause between the requests of one chapter, where a sentence ended anyway.
 PIECE_GAP_SECONDS = 0.25
@@ -106,44 +108,52 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
             section_starts=starts,
         )
 
-    def voice(plans: list[ChapterPlan], language: Language) -> list[TimedAudio]:
-        """Each chapter's delivered audio, and where its sentences are in it.
+    # The current book's chapters by language and tag: where a kept chapter's file may be
+    # stored already (the same audio now at another position).
+    book = services.store().book(gen.story_id)
+    elsewhere: dict[tuple[str, str], list[str]] = {}
+    for spoken_in, chapters_there in (book.chapters if book else {}).items():
+        for chapter in chapters_there:
+            key = (spoken_in, tag_of(chapter.public_id))
+            elsewhere.setdefault(key, []).append(chapter.public_id)
 
-        A chapter's whole sentences are spoken in as few requests as the speech model
-        allows (side by side after the first). Speech models return no timestamps, so
-        the sentence boundaries inside a request are measured from the audio's pauses;
-        between requests they are known. The pieces are joined, encoded and measured.
-        """
-        chunks = [speech_chunks(p.sentences, providers.speaker.max_chars) for p in plans]
-        calls = [
-            (" ".join(text for _, text in chunk), language, providers.notes["speech"])
-            for chapter in chunks
-            for chunk in chapter
-        ]
-        spoken = iter(submit_many(speak, calls))
-        built: list[TimedAudio] = []
-        for chapter in chunks:
-            pieces: list[bytes] = []
-            owners: list[int] = []  # the sentence each piece belongs to
-            gaps: list[float] = []
-            for chunk in chapter:
-                speech, cost = paid(next(spoken))
-                usage.append(cost)
-                starts = sentence_starts(speech.wav, [len(text) for _, text in chunk])
-                pieces += split_at(speech.wav, starts)
-                owners += [index for index, _ in chunk]
-                gaps += [0.0] * (len(chunk) - 1) + [PIECE_GAP_SECONDS]
-            gaps[-1] = 0.0  # the chapter ends where its last sentence does
-            wav, spans = assemble(pieces, gaps)
-            # A sentence cut across requests spans its pieces.
-            by_sentence: dict[int, tuple[int, int]] = {}
-            for owner, (start, end) in zip(owners, spans, strict=True):
-                by_sentence[owner] = (by_sentence.get(owner, (start, end))[0], end)
-            sentence_spans = [by_sentence[i] for i in sorted(by_sentence)]
-            built.append(
-                deliver(wav, sentence_spans, settings.audio_format, settings.audio_bitrate_kbps)
-            )
-        return built
+    def call(plan: ChapterPlan, language: Language) -> tuple[Any, ...]:
+        # A chapter's whole sentences in as few requests as the speech model allows.
+        chunks = speech_chunks(plan.sentences, providers.speaker.max_chars)
+        return (chunks, language, providers.notes["speech"], settings.audio_format,
+                settings.audio_bitrate_kbps, PIECE_GAP_SECONDS)  # fmt: skip
+
+    def voice(plans: list[ChapterPlan], language: Language) -> list[Voiced]:
+        """Each chapter voiced (voice-chapter: kept for good as the tag of its file, its
+        duration and where its sentences are in it), the first alone."""
+        futures = submit_many(voice_chapter, [call(plan, language) for plan in plans])
+        return [paid_each(future) for future in futures]
+
+    def store(
+        plans: list[ChapterPlan], voiced: list[Voiced], language: Language
+    ) -> list[tuple[KeptChapter, list[Usage], StoredMedia]]:
+        """Each chapter's file in the generation: the file a kept chapter names (or a copy
+        of it from another position), else the chapter again, from speak's cache while
+        that lasts (`result_days`), else spoken anew; with what it cost this run."""
+        futures = [_stored(gen, plan.position, language, kept, media.name, elsewhere)
+                   for plan, (kept, _) in zip(plans, voiced, strict=True)]  # fmt: skip
+        stored = [future.result() for future in futures]
+        gone = [i for i, file in enumerate(stored) if file is None]
+        if gone:
+            again = voice_chapter.with_options(refresh_cache=True)
+            retried = [again.submit(*call(plans[i], language)) for i in gone]
+            for i, voicing in zip(gone, retried, strict=True):
+                voiced[i] = paid_each(voicing)  # what it cost: the second try, not both
+            refiled = [_stored(gen, plans[i].position, language, voiced[i][0], media.name,
+                               elsewhere) for i in gone]  # fmt: skip
+            for i, filing in zip(gone, refiled, strict=True):
+                stored[i] = filing.result()
+        files: list[StoredMedia] = []
+        for plan, file in zip(plans, stored, strict=True):
+            if file is None:  # voiced again just now: it has its bytes
+                raise RuntimeError(f"chapter {plan.position} was voiced but not stored")
+            files.append(file)
+        return [(kept, costs, file) for (kept, costs), file in zip(voiced, files, strict=True)]
 
     def narrate(language: Language) -> list[AudioChapter]:
         texts, spent = _in_language(pages, gen.story.language, language)
@@ -151,11 +161,11 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
         estimate = providers.speaker.seconds_per_char(language)
         plans = plan_at(texts, estimate)
         # Chapters are planned from an estimate of the voice's speed. The first chapter
-        # is spoken alone and measured: if the voice is more than CALIBRATION off, the
+        # is voiced alone and measured: if the voice is more than CALIBRATION off, the
         # book is planned again at the measured speed (the first chapter is paid for
         # again only if its text changed), so no chapter runs far past a minute.
         first = voice(plans[:1], language)
-        measured = first[0].duration / max(len(plans[0].text), 1) if plans else estimate
+        measured = first[0][0].duration / max(len(plans[0].text), 1) if plans else estimate
         if plans and abs(measured / estimate - 1) > CALIBRATION:
             get_run_logger().info(
                 "%s: the voice takes %.3f s a character, not %.3f: chapters planned again",
@@ -163,21 +173,19 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
             )  # fmt: skip
             replanned = plan_at(texts, measured)
             if replanned[0].text != plans[0].text:
+                usage.extend(first[0][1])  # paid for, then planned away
                 first = voice(replanned[:1], language)
             plans = replanned
         progress.grow(len(plans))
-        audio = first + voice(plans[1:], language)
-        uploads = submit_many(
-            store_media,
-            [
-                (gen.id, audio_public_id(gen.story_id, language, plan.position, built.data),
-                 built.data, "audio", built.extension, media.name)
-                for plan, built in zip(plans, audio, strict=True)
-            ],
-        )  # fmt: skip
+        voiced = first
+        try:
+            voiced = first + voice(plans[1:], language)
+            files = store(plans, voiced, language)
+        finally:
+            # What the voiced chapters cost counts even when the language then fails.
+            usage.extend(cost for _, costs in voiced for cost in costs)
         chapters: list[AudioChapter] = []
-        for plan, built, upload in zip(plans, audio, uploads, strict=True):
-            stored = upload.result()
+        for plan, (kept, _, file) in zip(plans, files, strict=True):
             chapters.append(
                 AudioChapter(
                     language=language,
@@ -185,14 +193,14 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
                     title=chapter_title(plan.position, language),
                     text=plan.text,
                     first_page=plan.first_page,
-                    duration_seconds=built.duration,
-                    public_id=stored.public_id,
-                    url=stored.url,
-                    version=stored.version,
+                    duration_seconds=kept.duration,
+                    public_id=file.public_id,
+                    url=file.url,
+                    version=file.version,
                     sentences=[
                         SentenceTiming(text=text, start=start, end=end, page=page)
                         for text, page, (start, end) in zip(
-                            plan.sentences, plan.pages, built.spans, strict=True
+                            plan.sentences, plan.pages, kept.spans, strict=True
                         )
                     ],
                 )
@@ -278,3 +286,25 @@ def _in_language(
             usage.append(cost)
         texts.append((page.number, " ".join(w.text for w in written)))
     return texts, usage
+
+
+Voiced = tuple[KeptChapter, list[Usage]]  # a chapter, and what voicing it cost this run
+
+
+def _stored(
+    gen: Generation,
+    position: int,
+    language: Language,
+    kept: KeptChapter,
+    media_name: str,
+    elsewhere: dict[tuple[str, str], list[str]],
+) -> PrefectFuture[StoredMedia] | PrefectFuture[StoredMedia | None]:
+    """Store the chapter's file in the generation: its bytes when it was just voiced,
+    else the file its tag names (None when no longer stored anywhere)."""
+    public_id = audio_public_id_for(gen.story_id, language, position, kept.tag)
+    if kept.data is not None:
+        return store_media.submit(gen.id, public_id, kept.data, "audio", kept.extension, media_name)
+    return reuse_media.submit(
+        gen.id, public_id, elsewhere.get((language, kept.tag), []), "audio", kept.extension,
+        media_name,
+    )  # fmt: skip

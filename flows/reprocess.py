@@ -10,6 +10,9 @@ new one, and is reported as already submitted. A table artifact says what was do
 
 It waits on the runs it submits, so its deployment lives on the `maintenance` pool:
 on `story` it would hold one of the slots those runs need.
+
+First it prunes Prefect's result storage (tasks/cache.py): expired payloads, and kept
+pictures and chapters whose file no generation uses any more.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pydantic import BaseModel, Field
 from storyloom import services
 from storyloom.prompts import PROMPT_VERSION
 from storyloom.store.records import Reason, WorkItem
+from tasks.cache import human, prune_cache
 
 STORY_DEPLOYMENT = "story/generate"
 TAG = "reprocess"
@@ -71,6 +75,9 @@ class ReprocessResult(BaseModel):
     batches: int  # batches submitted
     timed_out: bool  # the wait ran out with runs still in flight
     rows: list[ReprocessRow]
+    # The result storage's files pruned first (in a dry run: that would be), and bytes.
+    cache_files_removed: int = 0
+    cache_bytes_freed: int = 0
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for row in self.rows if row.outcome == outcome)
@@ -94,6 +101,7 @@ def reprocess(
     left for the next run, and the flow still completes with its report.
     """
     logger = get_run_logger()
+    pruned = prune_cache(dry_run=dry_run)
     items = services.store().stories_needing_work(prompt_version=PROMPT_VERSION, limit=max_stories)
     rows = {
         item.story_id: ReprocessRow(
@@ -119,6 +127,8 @@ def reprocess(
         ),
     )
     result = ReprocessResult(dry_run=dry_run, batches=0, timed_out=False, rows=[])
+    if pruned is not None:
+        result.cache_files_removed, result.cache_bytes_freed = len(pruned.removed), pruned.freed
     try:
         if not dry_run:
             deadline = time.monotonic() + wait_timeout_seconds
@@ -231,7 +241,8 @@ def _publish(result: ReprocessResult) -> None:
         key=ARTIFACT_KEY,
         description=(
             f"reprocess{' (dry run)' if result.dry_run else ''}: {summary}"
-            f"{'; the wait ran out' if result.timed_out else ''}"
+            f"{'; the wait ran out' if result.timed_out else ''}; result storage: "
+            f"{result.cache_files_removed} files ({human(result.cache_bytes_freed)}) pruned"
         ),
     )
 

@@ -23,3 +23,19 @@ def paid(future: PrefectFuture[P]) -> tuple[P, Usage]:
     result = future.result()
     cached = future.state.name == "Cached"
     return result, result.usage.as_reused() if cached else result.usage
+
+
+class _PaidEach(Protocol):
+    @property
+    def usages(self) -> tuple[Usage, ...]: ...
+
+
+E = TypeVar("E", bound=_PaidEach)
+
+
+def paid_each(future: PrefectFuture[E]) -> tuple[E, list[Usage]]:
+    """The same for a task that made several paid calls (a chapter's requests): each
+    call's cost, all of them reused when Prefect took the whole result from the cache."""
+    result = future.result()
+    cached = future.state.name == "Cached"
+    return result, [u.as_reused() if cached else u for u in result.usages]

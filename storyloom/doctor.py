@@ -227,7 +227,7 @@ def _database(url: str, secrets: tuple[str, ...]) -> _Pending | Check:
     is_file = backend == "sqlite" and database not in ("", ":memory:")
     if is_file and not database.startswith("file:") and not Path(database).exists():
         # Connecting would create it; doctor changes nothing.
-        detail = f"{shown}: no database yet (created and migrated on first use)"
+        detail = f"{shown}: no database yet (`storyloom db upgrade` creates it)"
         return Check("database", backend, False, True, detail)
 
     def run() -> str:
@@ -260,14 +260,14 @@ def _database_state(url: str, shown: str) -> str:
     if current == head:
         return f"connected, schema at head ({head})"
     if current is None:
-        return f"connected, no schema yet (migrated to {head} on first use)"
+        return f"connected, no schema yet (`storyloom db upgrade` migrates it to {head})"
     try:
         ScriptDirectory(str(migrator.MIGRATIONS)).get_revision(current)
     except CommandError:
         raise ProviderError(
             shown, f"schema at {current}, a revision this code does not know (newer code?)"
         ) from None
-    return f"connected, schema at {current}, behind head {head} (upgraded on next use)"
+    return f"connected, schema at {current}, behind head {head} (run `storyloom db upgrade`)"
 
 
 # ------------------------------------------------------------------------- running

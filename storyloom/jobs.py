@@ -14,6 +14,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from storyloom.models import GenerationConfig, ImageStyle, Language
+from storyloom.settings import get_settings
 
 if TYPE_CHECKING:
     from deployments.report import SetupReport
@@ -48,18 +49,16 @@ def setup(*, dry_run: bool = False) -> SetupReport:
 
 def pools() -> list[str]:
     """The work pools `storyloom setup` manages (one worker each for `storyloom serve`)."""
-    from deployments.config import OpsSettings
+    from deployments.config import pool_limits
 
-    return list(OpsSettings().pools)
+    return list(pool_limits(get_settings()))
 
 
 def worker_stop_bounds() -> tuple[float, float]:
     """A worker's grace for running work on SIGTERM, and then its bound for handing
     the rest back (seconds; pydantic ValidationError on bad settings)."""
-    from deployments.worker import WorkerSettings
-
-    settings = WorkerSettings()
-    return settings.grace_seconds, settings.kill_seconds
+    settings = get_settings()
+    return settings.worker_grace_seconds, settings.worker_kill_seconds
 
 
 def work(pool: str, *, limit: int | None = None, name: str | None = None) -> int:

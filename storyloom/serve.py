@@ -5,7 +5,7 @@ The embedded default, as child processes of one supervisor:
 1. `prefect server start --host 127.0.0.1 --port P`, with PREFECT_HOME at
    `{home}/prefect` (an absolute path) and so its SQLite database there (unless
    PREFECT_SERVER_DATABASE_CONNECTION_URL names another);
-2. meanwhile the story database is opened here, which brings its schema up to date, and
+2. meanwhile the story database is upgraded here (as `storyloom db upgrade` does), and
    the HTTP API (`storyloom api`) starts: it needs the story database, not Prefect;
 3. once `/api/health` answers, `storyloom setup` against that server (PREFECT_API_URL);
 4. one `storyloom worker --pool NAME` per pool setup manages (deployments/config.py);
@@ -304,11 +304,12 @@ class Supervisor:
         return child
 
     def _open_story_database(self) -> None:
-        """Open (and so migrate) the story database, failing with the reason."""
+        """Upgrade the story database (`storyloom db upgrade`: the API and the workers
+        refuse an older schema), failing with the reason."""
         from storyloom.store.repository import StoryStore
 
         try:
-            StoryStore.open(self.database_url).close()
+            StoryStore.open(self.database_url, migrate=True).close()
         except Exception as exc:
             reason = _masked(f"{type(exc).__name__}: {exc}".splitlines()[0], self.database_url)
             raise ServeError(f"cannot open the story database: {reason}") from None

@@ -19,7 +19,8 @@ _providers: Providers | None = None
 
 
 def store() -> StoryStore:
-    """The story database named by the settings, migrated to the newest schema."""
+    """The story database named by the settings; SchemaMismatchError (store/schema.py)
+    when its schema is not the revision this code needs (`storyloom db upgrade`)."""
     global _store
     with _lock:
         if _store is None:

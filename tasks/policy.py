@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect.cache_policies import INPUTS, RUN_ID, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -30,12 +30,13 @@ from prefect.states import Cancelling
 from prefect.tasks import Task, exponential_backoff
 from prefect.transactions import IsolationLevel
 
+from storyloom import health
 from storyloom.limits import Role, api_for, in_flight_limit, rate_limit_name
 from storyloom.providers.errors import AccountError, TransientError
 from storyloom.settings import get_settings
 
 
-def _locked(policy: CachePolicy) -> CachePolicy:
+def locked(policy: CachePolicy) -> CachePolicy:
     """The policy with the lock manager the settings name, so that two workers never
     compute (and pay for) the same key at once; unchanged when none is named."""
     where = get_settings().cache_locks
@@ -52,7 +53,7 @@ def _locked(policy: CachePolicy) -> CachePolicy:
 # No RUN_ID: a new flow run (a regeneration, a retry from the UI) reuses paid work whose
 # inputs did not change. Every paid task takes the provider's name as an input, so a
 # switch from offline to real providers is a different key.
-PAID_CACHE: CachePolicy = _locked(INPUTS + TASK_SOURCE)
+PAID_CACHE: CachePolicy = locked(INPUTS + TASK_SOURCE)
 
 _waits_lock = threading.Lock()
 requested_waits: list[float] = []  # what servers asked for, in order (tests read it)
@@ -96,6 +97,22 @@ class ApiLimitMissing(AccountError):
 
 @contextmanager
 def api_slot(role: Role, provider_name: str) -> Iterator[None]:
+    """Hold the call's slots of its API's global limits (see _api_slots), and tell the
+    worker running this flow run how the provider answered (storyloom/health.py): an
+    account error is noted, a success clears it."""
+    try:
+        with _api_slots(role, provider_name):
+            yield
+    except RunCancelled:
+        raise
+    except AccountError as exc:
+        health.record_account_error(provider_name, exc)
+        raise
+    health.record_success(provider_name)
+
+
+@contextmanager
+def _api_slots(role: Role, provider_name: str) -> Iterator[None]:
     """Hold the call's slots of its API's global limits, when STORYLOOM_API_LIMITS is on.
 
     A slot of `api:<api>` (no decay: calls in flight), held for the call; then, holding
@@ -253,12 +270,6 @@ def _holder() -> ConcurrencyLeaseHolder | None:
     # Names the task run holding the slot, so the UI can show who holds what.
     context = TaskRunContext.get()
     return ConcurrencyLeaseHolder(type="task_run", id=context.task_run.id) if context else None
-
-
-# Uploads: the public id names the bytes, so the bytes need not be hashed again for the
-# key. Cached only within one flow run (its retries): across runs the story database says
-# which files exist (a file a generation no longer uses may have been deleted since).
-UPLOAD_CACHE: CachePolicy = (INPUTS - "data") + TASK_SOURCE + RUN_ID
 
 
 def paid_call_options(cache_policy: CachePolicy = PAID_CACHE) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,9 @@ import pytest
 # never the developer's ~/.prefect, and no retry waits in tests (they are recorded).
 _PREFECT_HOME = tempfile.mkdtemp(prefix="storyloom-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+# Never the developer's own env file (~/.config/storyloom/env) or home.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="storyloom-config-")
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="storyloom-data-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["STORYLOOM_RETRY_WAIT_SCALE"] = "0"
@@ -31,9 +35,23 @@ _SECRETS = (
 )
 
 
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite story database at the newest schema, made once per test process: every
+    test's home starts with a copy (`storyloom db upgrade` for each would cost minutes)."""
+    from storyloom.store.repository import StoryStore
+
+    path = tmp_path_factory.mktemp("migrated") / "storyloom.db"
+    StoryStore.open(f"sqlite:///{path}", migrate=True).close()  # closing folds the WAL in
+    return path
+
+
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """No keys, every STORYLOOM_ knob at its default, home under tmp_path."""
+def clean_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, migrated_database: Path
+) -> Iterator[Path]:
+    """No keys, every STORYLOOM_ knob at its default, home under tmp_path with its story
+    database migrated (as after `storyloom db upgrade`)."""
     from storyloom import services
 
     for name in list(os.environ):
@@ -43,6 +61,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
         ):
             monkeypatch.delenv(name)
     home = tmp_path / "storyloom"
+    home.mkdir()
+    shutil.copyfile(migrated_database, home / "storyloom.db")
     monkeypatch.setenv("STORYLOOM_HOME", str(home))
     # Book files (reader page, EPUB, PDF) are rendered at every publish; the tests of
     # other promises leave that out (it costs each run seconds): tests/flows/
@@ -52,6 +72,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     services.reset()
     yield home
     services.reset()
+
+
+@pytest.fixture
+def no_database(clean_env: Path) -> Path:
+    """The home as a first run finds it: no folder, no story database."""
+    shutil.rmtree(clean_env)
+    return clean_env
 
 
 @pytest.hookimpl(optionalhook=True)  # known only with pytest-xdist loaded

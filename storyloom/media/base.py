@@ -19,18 +19,33 @@ def content_tag(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def tag_of(public_id: str) -> str:
+    """The content tag a picture's, chapter's or book file's public id ends with."""
+    return public_id.rsplit("-", 1)[-1]
+
+
 def image_public_id(story_id: str, page_number: int, data: bytes) -> str:
     """`stories/{id}/images/page-03-{hash}`: the picture for page 3, named by its bytes.
 
     A file is never overwritten: a regeneration that draws page 3 anew stores a new
     file beside the published one, and one that draws the same bytes shares it.
     """
-    return f"stories/{story_id}/images/page-{page_number:02d}-{content_tag(data)}"
+    return image_public_id_for(story_id, page_number, content_tag(data))
+
+
+def image_public_id_for(story_id: str, page_number: int, tag: str) -> str:
+    """The same, from the content tag of the bytes (for a caller that keeps the tag)."""
+    return f"stories/{story_id}/images/page-{page_number:02d}-{tag}"
 
 
 def audio_public_id(story_id: str, language: Language, position: int, data: bytes) -> str:
     """`stories/{id}/audio/{language}/chapter-02-{hash}`, named by its bytes as images are."""
-    return f"stories/{story_id}/audio/{language}/chapter-{position:02d}-{content_tag(data)}"
+    return audio_public_id_for(story_id, language, position, content_tag(data))
+
+
+def audio_public_id_for(story_id: str, language: Language, position: int, tag: str) -> str:
+    """The same, from the content tag of the bytes (for a caller that keeps the tag)."""
+    return f"stories/{story_id}/audio/{language}/chapter-{position:02d}-{tag}"
 
 
 def book_file_public_id(story_id: str, name: str, data: bytes) -> str:

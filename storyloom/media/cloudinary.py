@@ -1,39 +1,44 @@
 """Media on Cloudinary, in the same `stories/{id}/...` layout as the local store.
 
+The HTTP is ours, the Cloudinary knowledge is the SDK's: the SDK's public helpers sign
+(`cloudinary.utils.api_sign_request`, `private_download_url`) and build every URL
+(`base_api_url` for the two APIs, `cloudinary_url` for delivery); this module sends the
+requests through one httpx client per store. Why not the SDK's `uploader` and `api`
+calls: they send through two urllib3 pools built when the SDK is imported and shared by
+the whole process, and those pools retry on their own (a DELETE answered 429 or 503
+with Retry-After is slept on and repeated up to three times inside the call, a refused
+connection is tried again even for an upload), keep one connection, and the calls drop
+the headers of a failed answer. Their public surface has no switch for any of it (a
+timeout per call, a proxy from the global config, nothing else), and changing their
+pools means writing the SDK's private module state. Sending ourselves gives retries by
+Prefect's policy alone (a paid upload is never retried twice over), a connection pool
+sized for a flow's parallel uploads, and the status and headers of every answer.
+
 The SDK keeps one process-wide config, read from CLOUDINARY_URL when it is imported.
-This store never relies on it: every call passes the account (cloud, key, secret,
-upload prefix, signature settings) and every option the SDK would otherwise fill in
-from that global config, so two stores with different accounts do not clash and a
-stray CLOUDINARY_* variable cannot redirect an upload or change a URL.
+This store never relies on it: every SDK helper gets the account (cloud, key, secret,
+upload prefix, signature settings) and every option it would otherwise fill in from
+that global config, so two stores with different accounts do not clash and a stray
+CLOUDINARY_* variable cannot redirect an upload or change a URL.
 
 Uploads are deterministic (full path as public id, overwrite, no random suffix), so a
 repeat overwrites; each overwrite bumps `version`, which every URL carries, so CDN
 caches never serve a stale file. Errors leave as TransientError (worth a retry) or
-PermanentError, from one function, and never hold the api secret.
-
-One deliberate process-wide change: the SDK's urllib3 pools retry on their own (a
-DELETE answered 429 or 503 with Retry-After is slept on and repeated, up to three
-times, inside the call). Retries belong to Prefect, which honours Retry-After across
-workers, so the first store built turns the SDK transport's retries off.
+PermanentError, and never hold the api secret (nor a signed URL).
 """
 
 from __future__ import annotations
 
+import json
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import cloudinary.api
-import cloudinary.api_client.call_api
-import cloudinary.exceptions
-import cloudinary.uploader
+import cloudinary
 import cloudinary.utils
 import httpx
-import urllib3.exceptions
 
 from storyloom.media.base import MediaKind, StoredMedia, story_prefix
 from storyloom.providers.errors import (
@@ -41,10 +46,14 @@ from storyloom.providers.errors import (
     PermanentError,
     ProviderError,
     TransientError,
+    parse_retry_after,
 )
 
 PROVIDER = "cloudinary"
+# Connections kept open per store: as many as a flow uploads at once.
 POOL_CONNECTIONS = 16
+USER_AGENT = f"storyloom (cloudinary-python/{cloudinary.VERSION})"
+_MAX_MESSAGE = 300  # server messages are quoted, but never a whole HTML error page
 
 # Audio goes up as "video": Cloudinary has no audio resource type.
 RESOURCE_TYPES: dict[MediaKind, str] = {"image": "image", "audio": "video", "file": "raw"}
@@ -77,6 +86,18 @@ _URL_PINS: dict[str, Any] = {
 _URL_PARAMS = frozenset({"upload_prefix", "signature_algorithm", "secure_distribution", "timeout"})
 
 
+def make_http_client(timeout_seconds: float) -> httpx.Client:
+    """The httpx client for one account: one timeout for every phase, no retries (httpx
+    makes none), a pool as large as a flow's parallel uploads."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS
+        ),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
 class CloudinaryMediaStore:
     """A MediaStore on one Cloudinary account; holds no SDK state of its own."""
 
@@ -94,12 +115,14 @@ class CloudinaryMediaStore:
         timeout: float = 60.0,
         thumbnail_size: tuple[int, int] = (400, 300),
         clock: Callable[[], float] = time.time,
+        http: httpx.Client | None = None,
     ) -> None:
         """upload_prefix moves both APIs (a loopback fake in tests); None is the real one.
 
         signature_algorithm must match the account's setting ("sha1" or "sha256");
         secure_distribution is a private CDN host; clock is only read to turn a rate
-        limit's "try again on <time>" into seconds.
+        limit's "try again on <time>" into seconds; http is the client every call goes
+        through (built from timeout when not given, and then closed by close()).
         """
         if not (cloud_name and api_key and api_secret):
             raise ValueError("Cloudinary needs a cloud name, an API key and an API secret")
@@ -114,7 +137,8 @@ class CloudinaryMediaStore:
         self.timeout = timeout
         self.thumbnail_size = thumbnail_size
         self._clock = clock
-        _without_transport_retries()
+        self._owns_http = http is None
+        self._http = http if http is not None else make_http_client(timeout)
 
     @classmethod
     def from_url(
@@ -123,6 +147,7 @@ class CloudinaryMediaStore:
         *,
         timeout: float | None = None,
         clock: Callable[[], float] = time.time,
+        http: httpx.Client | None = None,
     ) -> CloudinaryMediaStore:
         """From `cloudinary://KEY:SECRET@CLOUD[/private-cdn-host]?upload_prefix=...`.
 
@@ -149,10 +174,16 @@ class CloudinaryMediaStore:
             secure_distribution=parts.path.strip("/") or query.get("secure_distribution"),
             timeout=timeout if timeout is not None else float(query.get("timeout", 60.0)),
             clock=clock,
+            http=http,
         )
 
     def __repr__(self) -> str:
         return f"CloudinaryMediaStore(cloud_name={self.cloud_name!r}, api_key={self.api_key!r})"
+
+    def close(self) -> None:
+        """Close the HTTP client, if this store built it."""
+        if self._owns_http:
+            self._http.close()
 
     # --- MediaStore -----------------------------------------------------------------
 
@@ -166,18 +197,18 @@ class CloudinaryMediaStore:
         resource_type = RESOURCE_TYPES[kind]
         folder, _, leaf = public_id.rpartition("/")
         answer = self._upload_api(
-            cloudinary.uploader.upload,
-            data,
-            resource_type=resource_type,
-            public_id=public_id,
-            # Dynamic-folder accounts place an asset by asset_folder, not by its id.
-            asset_folder=folder,
-            overwrite=True,
-            unique_filename=False,
-            invalidate=True,
-            # The SDK would add a preset from the global config; a preset can rename ids.
-            upload_preset=None,
-            filename=f"{leaf}.{extension}",
+            resource_type,
+            "upload",
+            {
+                "public_id": public_id,
+                # Dynamic-folder accounts place an asset by asset_folder, not by its id.
+                "asset_folder": folder,
+                "overwrite": "1",
+                "unique_filename": "0",
+                "invalidate": "1",
+                # No upload_preset: a preset can rename ids.
+            },
+            file=(f"{leaf}.{extension}", data),
         )
         stored_id = answer.get("public_id")
         if stored_id != public_id:
@@ -228,10 +259,9 @@ class CloudinaryMediaStore:
         for resource_type in RESOURCE_TYPES.values():
             while True:
                 answer = self._admin_api(
-                    cloudinary.api.delete_resources_by_prefix,
-                    prefix,
-                    resource_type=resource_type,
-                    invalidate=True,
+                    "DELETE",
+                    ["resources", resource_type, "upload"],
+                    {"prefix": prefix, "invalidate": True},
                 )
                 page = answer.get("deleted") or {}
                 gone = sum(1 for status in page.values() if status == "deleted")
@@ -244,7 +274,7 @@ class CloudinaryMediaStore:
                         PROVIDER, f"Cloudinary reported more under {prefix} but deleted none"
                     )
         try:
-            self._admin_api(cloudinary.api.delete_folder, prefix.rstrip("/"))
+            self._admin_api("DELETE", ["folders", prefix.rstrip("/")])
         except PermanentError as exc:
             if exc.status != 404:  # no folder: nothing was ever stored, or it is gone
                 raise
@@ -254,7 +284,7 @@ class CloudinaryMediaStore:
 
     def probe(self) -> str:
         """The Admin API's ping: proves the cloud, key and secret; costs no upload."""
-        answer = self._admin_api(cloudinary.api.ping)
+        answer = self._admin_api("GET", ["ping"])
         if answer.get("status") != "ok":
             raise PermanentError(PROVIDER, "Cloudinary answered the ping without status ok")
         return "ping ok"
@@ -263,10 +293,7 @@ class CloudinaryMediaStore:
         """Delete one file; True if it was there."""
         _check_public_id(public_id)
         answer = self._upload_api(
-            cloudinary.uploader.destroy,
-            public_id,
-            resource_type=RESOURCE_TYPES[kind],
-            invalidate=True,
+            RESOURCE_TYPES[kind], "destroy", {"public_id": public_id, "invalidate": "1"}
         )
         return answer.get("result") == "ok"
 
@@ -279,29 +306,13 @@ class CloudinaryMediaStore:
             "" if kind == "file" else extension,
             resource_type=RESOURCE_TYPES[kind],
             type="upload",
-            **self._account(),
+            **self._signing(),
         )
-        try:
-            response = httpx.get(url, timeout=self.timeout, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise cloudinary_error(
-                OSError(f"download failed: {type(exc).__name__}"),
-                secret=self._api_secret,
-                now=self._clock(),
-            ) from None
+        response = self._send("GET", url, follow_redirects=True)
         if response.status_code == 404:
             raise FileNotFoundError(f"Cloudinary has no {kind} {public_id!r}")
         if response.status_code != 200:
-            try:
-                message = str(response.json()["error"]["message"])
-            except (ValueError, KeyError, TypeError):
-                message = response.reason_phrase
-            raise cloudinary_error(
-                cloudinary.exceptions.Error(message),
-                status=response.status_code,
-                secret=self._api_secret,
-                now=self._clock(),
-            )
+            raise self._failure(response)
         return response.content
 
     def url(self, public_id: str, version: str, kind: MediaKind, **transformation: Any) -> str:
@@ -322,68 +333,109 @@ class CloudinaryMediaStore:
 
     # --- calls ------------------------------------------------------------------------------
 
-    def _account(self) -> dict[str, Any]:
-        """The per-call options that replace the SDK's global config."""
+    def _signing(self) -> dict[str, Any]:
+        """What the SDK's URL and signing helpers would otherwise read from its global
+        config."""
         return {
             "cloud_name": self.cloud_name,
             "api_key": self.api_key,
             "api_secret": self._api_secret,
-            "upload_prefix": self.upload_prefix,
-            "oauth_token": None,  # else a global token would replace the signature
+            "upload_prefix": self.upload_prefix,  # None: the real API host
             "signature_algorithm": self.signature_algorithm,
-            "signature_version": 2,
-            "timeout": self.timeout,
+            "signature_version": 2,  # a `&` inside a value cannot smuggle in a parameter
         }
 
-    def _upload_api(self, call: Callable[..., Any], *args: Any, **options: Any) -> dict[str, Any]:
-        """An Upload API call; its errors come back with their HTTP status."""
-        # return_error: the SDK then hands back the status instead of dropping it for
-        # statuses it has no exception class for (502, 504 ...).
-        answer = self._call(call, *args, return_error=True, **self._account(), **options)
-        error = answer.get("error")
-        if isinstance(error, Mapping):
-            status = error.get("http_code")
-            raise cloudinary_error(
-                cloudinary.exceptions.Error(str(error.get("message", ""))),
-                status=status if isinstance(status, int) else None,
-                secret=self._api_secret,
-                now=self._clock(),
+    def _api_url(self, path: list[str]) -> str:
+        return str(
+            cloudinary.utils.base_api_url(
+                path, cloud_name=self.cloud_name, upload_prefix=self.upload_prefix
             )
-        return answer
+        )
 
-    def _admin_api(self, call: Callable[..., Any], *args: Any, **options: Any) -> dict[str, Any]:
-        """An Admin API call (Basic auth)."""
-        return self._call(call, *args, **self._account(), **options)
+    def _upload_api(
+        self,
+        resource_type: str,
+        action: str,
+        params: Mapping[str, str],
+        *,
+        file: tuple[str, bytes] | None = None,
+    ) -> dict[str, Any]:
+        """A signed Upload API call: a form POST (multipart when it carries a file)."""
+        fields = {k: v for k, v in params.items() if v != ""}
+        fields["timestamp"] = cloudinary.utils.now()
+        fields["signature"] = cloudinary.utils.api_sign_request(
+            fields, self._api_secret, self.signature_algorithm, 2
+        )
+        fields["api_key"] = self.api_key
+        response = self._send(
+            "POST",
+            self._api_url([resource_type, action]),
+            data=fields,
+            files={"file": file} if file is not None else None,
+        )
+        return self._answer(response)
 
-    def _call(self, call: Callable[..., Any], *args: Any, **options: Any) -> dict[str, Any]:
+    def _admin_api(
+        self, method: str, path: list[str], body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """An Admin API call: Basic auth, a JSON body when there are parameters."""
+        response = self._send(
+            method,
+            self._api_url(path),
+            auth=(self.api_key, self._api_secret),
+            content=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"} if body is not None else None,
+        )
+        return self._answer(response)
+
+    def _send(self, method: str, url: str, **request: Any) -> httpx.Response:
+        """One request, sent once; a failure to get an answer leaves as a ProviderError."""
         try:
-            answer = call(*args, **options)
-        except Exception as exc:  # the SDK raises bare Exception too; classify them all
-            raise cloudinary_error(exc, secret=self._api_secret, now=self._clock()) from exc
-        if not isinstance(answer, Mapping):
-            raise PermanentError(PROVIDER, f"Cloudinary answered {type(answer).__name__}, not JSON")
-        return dict(answer)
+            return self._http.request(method, url, **request)
+        except httpx.HTTPError as exc:
+            # Raised without its cause: an httpx error carries the request, and a request
+            # carries a signed URL or the Basic auth header.
+            raise transport_error(exc, secret=self._api_secret) from None
+        except httpx.InvalidURL:
+            # Its text may quote the URL, signature and all.
+            raise PermanentError(
+                PROVIDER, "Cloudinary call refused before sending: the upload prefix is not a URL"
+            ) from None
 
+    def _answer(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object of a successful answer; any other answer raises."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 200 and isinstance(body, dict) and "error" not in body:
+            return body
+        raise self._failure(response)
 
-def _without_transport_retries() -> None:
-    """Make the SDK's two connection pools answer with what the server said, at once.
-
-    The managers are module globals built at import; new pools take `retries` from
-    connection_pool_kw, and clear() drops pools built before. Idempotent. The pools also
-    keep as many connections as a flow uploads at once (urllib3 keeps one by default and
-    drops the rest with a warning).
-    """
-    for module in (cloudinary.uploader, cloudinary.api_client.call_api):
-        manager = getattr(module, "_http", None)
-        pool_kw = getattr(manager, "connection_pool_kw", None)
-        if (
-            manager is not None
-            and isinstance(pool_kw, dict)
-            and pool_kw.get("retries") is not False
-        ):
-            pool_kw["retries"] = False
-            pool_kw["maxsize"] = POOL_CONNECTIONS
-            manager.clear()
+    def _failure(self, response: httpx.Response) -> ProviderError:
+        """What an error answer means: its `{"error": {"message"}}`, status and headers."""
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            message = str(error["message"])
+        elif response.status_code < 400:
+            return PermanentError(
+                PROVIDER,
+                f"Cloudinary answered {response.status_code} with a body that is not JSON",
+                status=response.status_code,
+            )
+        else:
+            message = response.reason_phrase or "no message"
+        return cloudinary_error(
+            response.status_code,
+            message,
+            secret=self._api_secret,
+            now=self._clock(),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
 
 
 def _check_public_id(public_id: str) -> None:
@@ -391,67 +443,51 @@ def _check_public_id(public_id: str) -> None:
         raise ValueError(f"not a public id this store writes: {public_id!r}")
 
 
-# How the SDK words what it knows: the Admin API prefixes "Error 429 - ", both APIs say
-# "(502)" when the body was not JSON, and transport failures start as below.
-_ADMIN_STATUS = re.compile(r"^Error (\d{3}) - ")
-_PARSE_STATUS = re.compile(r"^Error parsing server response \((\d{3})\)")
-_TRANSPORT = ("Unexpected error", "Socket error", "Socket Error")
 # The real rate-limit text names the reset time: "... Try again on 2026-11-29 14:00:00 UTC".
 _TRY_AGAIN_ON = re.compile(r"Try again on (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC")
 
-_CLASS_STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (cloudinary.exceptions.BadRequest, 400),
-    (cloudinary.exceptions.AuthorizationRequired, 401),
-    (cloudinary.exceptions.NotAllowed, 403),
-    (cloudinary.exceptions.NotFound, 404),
-    (cloudinary.exceptions.AlreadyExists, 409),
-    (cloudinary.exceptions.RateLimited, 429),
-)
+
+def transport_error(exc: httpx.HTTPError, *, secret: str) -> ProviderError:
+    """A call that got no answer: transient when the network or the server may heal."""
+    detail = _scrub(f"{type(exc).__name__}: {exc}".rstrip(": "), secret)
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(PROVIDER, f"Cloudinary did not answer in time ({detail})")
+    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
+        return TransientError(PROVIDER, f"could not reach Cloudinary ({detail})")
+    # An unsupported scheme, an invalid URL: no request could succeed as configured.
+    return PermanentError(PROVIDER, f"Cloudinary call refused before sending ({detail})")
 
 
 def cloudinary_error(
-    exc: BaseException, *, status: int | None = None, secret: str, now: float
+    status: int,
+    message: str,
+    *,
+    secret: str,
+    now: float,
+    retry_after: float | None = None,
 ) -> ProviderError:
-    """The one place an SDK failure becomes TransientError or PermanentError.
+    """The one place an error answer becomes TransientError or PermanentError.
 
-    status is the HTTP status when the caller knows it (Upload API with return_error);
-    otherwise it is read from the SDK's message or exception class. The secret is
-    scrubbed from the message in case anything ever echoes it.
+    message is the answer's `error.message`; retry_after the Retry-After header's seconds.
+    A rate limit waits until the reset time its message names (read against `now`), else
+    as long as the header says. The secret is scrubbed from the message in case anything
+    ever echoes it.
     """
-    message = str(exc).strip()
-    if secret:
-        message = message.replace(secret, "***")
-    if status is None:
-        match = _ADMIN_STATUS.match(message) or _PARSE_STATUS.match(message)
-        if match:
-            status = int(match[1])
-            message = _ADMIN_STATUS.sub("", message)
-    if status is None:
-        status = next((code for cls, code in _CLASS_STATUS if isinstance(exc, cls)), None)
-
-    if status is None:
-        if isinstance(exc, urllib3.exceptions.HTTPError | socket.error) or message.startswith(
-            _TRANSPORT
-        ):
-            if "timed out" in message.lower() or isinstance(exc, TimeoutError):
-                return TransientError(PROVIDER, f"Cloudinary did not answer in time: {message}")
-            return TransientError(PROVIDER, f"could not reach Cloudinary: {message}")
-        if isinstance(exc, cloudinary.exceptions.GeneralError):
-            # The SDK's class for 500 and 503 when it cannot say more.
-            return TransientError(PROVIDER, f"Cloudinary failed: {message}", status=500)
-        # "Must supply api_key" and the like: no request could succeed as configured.
-        return PermanentError(PROVIDER, f"Cloudinary call refused before sending: {message}")
-
+    message = _scrub(message.strip(), secret)[:_MAX_MESSAGE]
     if status in (420, 429):
+        named = _retry_after(message, now)
         return TransientError(
             PROVIDER,
             f"Cloudinary rate limit ({status}): {message}",
             status=status,
-            retry_after=_retry_after(message, now),
+            retry_after=named if named is not None else retry_after,
         )
     if status == 408 or status >= 500:
         return TransientError(
-            PROVIDER, f"Cloudinary server error ({status}): {message}", status=status
+            PROVIDER,
+            f"Cloudinary server error ({status}): {message}",
+            status=status,
+            retry_after=retry_after,
         )
     if status == 401:
         return AccountError(
@@ -472,11 +508,12 @@ def cloudinary_error(
     )
 
 
-def _retry_after(message: str, now: float) -> float | None:
-    """Seconds until the reset time a rate-limit message names, if it names one.
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
 
-    The SDK drops the response headers of a failed call, so the message is all there is.
-    """
+
+def _retry_after(message: str, now: float) -> float | None:
+    """Seconds until the reset time a rate-limit message names, if it names one."""
     match = _TRY_AGAIN_ON.search(message)
     if not match:
         return None

@@ -41,6 +41,15 @@ def create_store_engine(url: str | URL) -> Engine:
     return create_engine(parsed)
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names; None for other databases, memory and file: URIs."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
 def reader(engine: Engine) -> Engine:
     """The same engine, but every transaction is one read-only snapshot of the database."""
     options: dict[str, Any] = {READ_ONLY: True}
@@ -71,9 +80,9 @@ def _use_wal(cursor: Any) -> None:
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
 
     @event.listens_for(engine, "connect")

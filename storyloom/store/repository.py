@@ -102,11 +102,17 @@ class StoryStore(JobStore):
         self._read = sessionmaker(reader(self.engine), expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str) -> Self:
-        """A store on url with its schema migrated to the newest revision."""
+    def open(cls, url: str, *, migrate: bool = False) -> Self:
+        """A store on url whose schema is the revision this code needs: anything older
+        (never migrated included) or newer is refused with SchemaMismatchError (schema.py),
+        changing nothing. With migrate, the schema is first brought to that revision
+        (`storyloom db upgrade`, the demo, `storyloom serve`, tests)."""
         store = cls(url)
         try:
-            store.migrate()
+            if migrate:
+                store.migrate()
+            else:
+                migrator.require_head(reader(store.engine))
         except BaseException:
             store.close()
             raise
@@ -117,9 +123,10 @@ class StoryStore(JobStore):
         """The database URL, password hidden."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision; safe when several workers start at once."""
-        migrator.upgrade(self.engine)
+    def migrate(self) -> str | None:
+        """Bring the schema to the newest revision, safe when several processes do it at
+        once; the revision it was at before (None: never migrated)."""
+        return migrator.upgrade(self.engine)
 
     def close(self) -> None:
         """Close every pooled connection."""

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from deployments.config import OpsSettings, mask_url
+from deployments.config import api_limit_sizes, mask_url, pool_limits, reprocess_schedule
 from deployments.project import (
     SET_WORKING_DIRECTORY,
     ProjectFileError,
     pull_steps,
     read_project,
 )
+from storyloom.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 
@@ -70,11 +71,11 @@ def test_what_setup_cannot_honour_is_refused(tmp_path: Path, text: str) -> None:
 
 
 def test_settings_defaults_match_the_design() -> None:
-    settings = OpsSettings()
-    assert settings.pools == {"story": 2, "images": 1, "audio": 2, "maintenance": 1}
-    assert settings.api_limits["api:sarvam"] == (4, 0.0)  # 4 in flight
-    assert settings.api_limits["rate:sarvam"] == (4, 0.5)  # 30 calls a minute
-    assert set(settings.api_limits) == {
+    settings = Settings()
+    assert pool_limits(settings) == {"story": 2, "images": 1, "audio": 2, "maintenance": 1}
+    assert api_limit_sizes(settings)["api:sarvam"] == (4, 0.0)  # 4 in flight
+    assert api_limit_sizes(settings)["rate:sarvam"] == (4, 0.5)  # 30 calls a minute
+    assert set(api_limit_sizes(settings)) == {
         f"{kind}:{api}"
         for kind in ("api", "rate")
         for api in ("gemini-text", "gemini-image", "sarvam", "cloudinary")
@@ -90,10 +91,10 @@ def test_settings_come_from_storyloom_variables(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("STORYLOOM_AUDIO_POOL_LIMIT", "4")
     monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_PER_SECOND", "0.1")
     monkeypatch.setenv("STORYLOOM_GEMINI_IMAGE_IN_FLIGHT", "3")
-    settings = OpsSettings()
-    assert settings.pools["audio"] == 4
-    assert settings.api_limits["rate:gemini-image"] == (3, 0.1)
-    assert settings.api_limits["api:gemini-image"] == (3, 0.0)
+    settings = Settings()
+    assert pool_limits(settings)["audio"] == 4
+    assert api_limit_sizes(settings)["rate:gemini-image"] == (3, 0.1)
+    assert api_limit_sizes(settings)["api:gemini-image"] == (3, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -115,7 +116,15 @@ def test_bad_settings_fail_before_anything_is_written(
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError):
-        OpsSettings()
+        Settings()
+
+
+def test_a_cron_prefect_refuses_fails_when_setup_plans() -> None:
+    # Five fields, so the settings take it; Prefect's schedule, built before setup
+    # writes anything, refuses it with the setting's name.
+    settings = Settings(reprocess_cron="0 25 * * *")
+    with pytest.raises(ValueError, match="STORYLOOM_REPROCESS_CRON"):
+        reprocess_schedule(settings)
 
 
 def test_a_bad_webhook_url_is_refused_without_echoing_it(
@@ -123,7 +132,7 @@ def test_a_bad_webhook_url_is_refused_without_echoing_it(
 ) -> None:
     monkeypatch.setenv("STORYLOOM_ALERT_WEBHOOK_URL", "hooks.example.com/secret-token")
     with pytest.raises(ValidationError) as caught:
-        OpsSettings()
+        Settings()
     assert "secret-token" not in str(caught.value)
 
 

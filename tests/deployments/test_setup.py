@@ -19,7 +19,7 @@ import pytest
 from prefect import flow
 from prefect.blocks.notifications import SlackWebhook
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate, WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.actions import (
@@ -42,6 +42,9 @@ from deployments.config import (
 from deployments.project import SET_WORKING_DIRECTORY
 from deployments.report import Outcome, SetupReport
 from deployments.setup import run_setup
+
+# Prefect's own name: the test spells it out rather than import ours.
+SIGTERM_ENV = "PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR"
 
 pytestmark = pytest.mark.flows
 
@@ -115,8 +118,27 @@ def test_first_run_creates_the_pools_with_their_limits(
         assert first_report.item("work pool", name).outcome is Outcome.CREATED
         pool = client.read_work_pool(name)
         assert (pool.type, pool.concurrency_limit) == ("process", limit)
-        # A process worker needs the job template the CLI would have given the pool.
-        assert "working_dir" in pool.base_job_template["variables"]["properties"]
+        # A process worker needs the job template the CLI would have given the pool,
+        # with runs that a SIGTERM hands back to the pool (Prefect's supervisor).
+        properties = pool.base_job_template["variables"]["properties"]
+        assert "working_dir" in properties
+        assert properties["env"]["default"] == {SIGTERM_ENV: "reschedule"}
+
+
+@pytest.mark.usefixtures("first_report", "webhook_env")
+def test_a_pool_made_by_hand_gets_the_hand_back_setting_and_keeps_its_env(
+    client: SyncPrefectClient,
+) -> None:
+    template = client.read_work_pool("audio").base_job_template
+    template["variables"]["properties"]["env"]["default"] = {"MINE": "1"}
+    client.update_work_pool("audio", WorkPoolUpdate(base_job_template=template))
+
+    item = run_setup().item("work pool", "audio")
+    assert item.outcome is Outcome.UPDATED
+    assert item.changes == [f"job template: env {SIGTERM_ENV}=reschedule"]
+    env = client.read_work_pool("audio").base_job_template["variables"]["properties"]["env"]
+    assert env["default"] == {"MINE": "1", SIGTERM_ENV: "reschedule"}
+    assert run_setup().item("work pool", "audio").outcome is Outcome.UNCHANGED
 
 
 def test_first_run_creates_an_in_flight_and_a_rate_limit_per_api(

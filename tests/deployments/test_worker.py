@@ -2,7 +2,9 @@
 
 Not the in-process harness: the worker runs each flow run in a subprocess that must
 reach the server, and the worker itself runs as a subprocess so that SIGTERM is real.
-The flow is tests/deployments/worker_flow.py, deployed to a pool per test.
+The flows are tests/deployments/worker_flow.py and account_flow.py, deployed to a pool
+per test whose job template is the one `storyloom setup` writes. Where the server must
+go away or refuse, the worker reaches it through a loopback TCP relay the test controls.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,9 +30,12 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.states import Cancelling
 from prefect.workers.process import ProcessWorker
 
+from deployments.limits import with_run_env
 from deployments.project import SET_WORKING_DIRECTORY
+from tests.fakes.sarvam import sarvam_fake
 
 # Real processes and a real server, nothing external: safe (and required) in CI.
 pytestmark = [pytest.mark.flows, pytest.mark.timeout(240)]
@@ -37,6 +44,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 FLOW_NAME = "worker-probe"
 PREFECT = [sys.executable, "-m", "prefect"]
+BIN = Path(sys.executable).parent
 WORKER = [sys.executable, "-m", "deployments.worker"]
 
 # Generous functional bounds, not benchmarks: the worker polls every second.
@@ -144,14 +152,21 @@ class Workers:
     folder: Path
     started: list[Worker] = field(default_factory=list)
 
-    def start(self, pool: str, *, grace: float, **env: str) -> Worker:
+    @property
+    def home(self) -> Path:
+        return self.folder / "home"
+
+    def start(self, pool: str, *, grace: float, api_url: str | None = None, **env: str) -> Worker:
         log_path = self.folder / f"worker-{len(self.started)}.log"
+        extra = {"STORYLOOM_WORKER_KILL_SECONDS": "5", "STORYLOOM_HOME": str(self.home), **env}
+        if api_url:
+            extra["PREFECT_API_URL"] = api_url
         log: IO[bytes]
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [*WORKER, "--pool", pool, "--grace-seconds", str(grace)],
                 cwd=ROOT,
-                env=self.server.env(STORYLOOM_WORKER_KILL_SECONDS="5", **env),
+                env=self.server.env(**extra),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -159,6 +174,14 @@ class Workers:
         self.started.append(worker)
         worker.wait_until_polling()
         return worker
+
+    def check(self, pool: str) -> subprocess.CompletedProcess[str]:
+        """`storyloom worker --pool POOL --check --json`, as a supervisor would run it."""
+        return subprocess.run(
+            [str(BIN / "storyloom"), "worker", "--pool", pool, "--check", "--json"],
+            env=self.server.env(STORYLOOM_HOME=str(self.home)),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -178,19 +201,21 @@ def workers(prefect_server: Server, tmp_path: Path) -> Iterator[Workers]:
                 worker.process.wait()
 
 
-def deploy(client: SyncPrefectClient, pool: str) -> UUID:
-    """A process pool named `pool` and the probe flow deployed to it."""
-    client.create_work_pool(
-        WorkPoolCreate(
-            name=pool,
-            type="process",
-            base_job_template=ProcessWorker.get_default_base_job_template(),
-        )
-    )
+def deploy(
+    client: SyncPrefectClient,
+    pool: str,
+    flow: str = FLOW_NAME,
+    entrypoint: str = "worker_flow.py:probe",
+) -> UUID:
+    """A process pool named `pool`, templated as `storyloom setup` does (its runs hand
+    back on SIGTERM), and a probe flow deployed to it."""
+    default = ProcessWorker.get_default_base_job_template()
+    template = with_run_env(default) or default
+    client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template))
     return client.create_deployment(
-        flow_id=client.create_flow_from_name(FLOW_NAME),
+        flow_id=client.create_flow_from_name(flow),
         name=pool,
-        entrypoint="worker_flow.py:probe",
+        entrypoint=entrypoint,
         work_pool_name=pool,
         pull_steps=[{SET_WORKING_DIRECTORY: {"directory": str(HERE)}}],
     )
@@ -324,10 +349,190 @@ def test_a_run_outliving_the_grace_is_handed_back_and_finished_by_another_worker
     assert json.loads(marker.read_text())["attempt"] == 2
     # Its cached task did not run again: the rerun paid for nothing twice.
     assert len(lines(tmp_path / "long.paid")) == 1
-    states = [s.type for s in history(client, run.id)]
-    assert not {StateType.CRASHED, StateType.FAILED} & set(states), states
+    states = history(client, run.id)
+    assert not {StateType.CRASHED, StateType.FAILED} & {s.type for s in states}, states
+    # Handed back by Prefect's own supervisor (`prefect flow-run execute` with
+    # PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR=reschedule from the pool's template),
+    # not by the worker's fallback, which signs its message.
+    (back_state,) = [s for s in states if s.name == "AwaitingRetry"]
+    assert "Handed back by worker" not in (back_state.message or ""), back_state
+    assert "Handing back flow run" in first.log()
     second.terminate()
     assert second.wait(30) == 0
+
+
+def test_a_cancelled_run_ends_cancelled_not_handed_back(
+    client: SyncPrefectClient, workers: Workers, tmp_path: Path
+) -> None:
+    # Prefect's worker cancels a run by SIGTERM to the process it started; with the
+    # supervisor's SIGTERM meaning "hand back", the cancelled run would run again.
+    deployment = deploy(client, "cancel")
+    worker = workers.start("cancel", grace=60)
+    run = submit(client, deployment, tmp_path / "cancelled", first_seconds=120)
+    wait_for("the run to start", lambda: lines(tmp_path / "cancelled.attempts"), 60, worker)
+
+    client.set_flow_run_state(run.id, Cancelling(message="cancelled by the test"))
+    done = final(client, run.id, 90, worker)
+    assert state_of(done).is_cancelled(), done.state
+    kinds = [s.type for s in history(client, run.id)]
+    assert kinds.count(StateType.SCHEDULED) == 1, kinds  # only its first
+    assert StateType.CRASHED not in kinds, kinds
+    time.sleep(3)  # nothing takes it up again
+    assert state_of(client.read_flow_run(run.id)).is_cancelled()
+    assert len(lines(tmp_path / "cancelled.attempts")) == 1
+    worker.terminate()
+    assert worker.wait(30) == 0
+
+
+def test_a_worker_whose_server_goes_away_exits_within_its_timeout(
+    client: SyncPrefectClient, workers: Workers, prefect_server: Server
+) -> None:
+    deploy(client, "lost")
+    with Relay(prefect_server.url) as relay:
+        worker = workers.start(
+            "lost", grace=60, api_url=relay.url, STORYLOOM_WORKER_SERVER_TIMEOUT_SECONDS="6"
+        )
+        healthy = workers.check("lost")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert json.loads(healthy.stdout)["healthy"] is True
+
+        relay.down()
+        went_down = time.monotonic()
+        # Functional bound: the timeout, plus a probe's interval and the time to exit.
+        code = worker.wait(6 + 30)
+    assert code == 3, worker.log()
+    assert worker.exited_at is not None
+    # Not at the first failure: the timeout counts from the last answer, which came at
+    # most a probe's interval (timeout / 4) before the relay went down.
+    assert worker.exited_at - went_down >= 6 * 3 / 4 - 0.5
+    (line,) = [ln for ln in worker.log().splitlines() if ln.startswith("storyloom worker ")]
+    assert "has not answered for" in line, line
+    assert relay.url.split("/api")[0] in line, line
+    # Gone, and the supervisor's check says so (no worker of the pool left).
+    gone = workers.check("lost")
+    assert gone.returncode == 1
+    assert json.loads(gone.stdout)["workers"] == []
+
+
+def test_a_worker_the_server_refuses_exits_at_once(
+    client: SyncPrefectClient, workers: Workers, prefect_server: Server
+) -> None:
+    deploy(client, "refused")
+    with Relay(prefect_server.url) as relay:
+        worker = workers.start("refused", grace=60, api_url=relay.url)
+        relay.refuse(401)  # what a server answers a revoked key
+        code = worker.wait(30)
+    assert code == 3, worker.log()
+    assert "refused the worker (401)" in worker.log()
+
+
+def test_a_worker_whose_provider_answers_account_errors_hands_back_and_exits(
+    client: SyncPrefectClient, workers: Workers, tmp_path: Path
+) -> None:
+    deployment = deploy(client, "revoked", "account-probe", "account_flow.py:account_probe")
+    with sarvam_fake("the-real-key") as (sarvam_url, sarvam):
+        worker = workers.start(
+            "revoked",
+            grace=60,
+            SARVAM_API_KEY="a-revoked-key",
+            STORYLOOM_SARVAM_BASE_URL=sarvam_url,
+            STORYLOOM_API_LIMITS="false",
+            STORYLOOM_WORKER_ACCOUNT_ERROR_SECONDS="3",
+        )
+        first = client.create_flow_run_from_deployment(deployment, parameters={"text": "Hello"})
+        failed = final(client, first.id, 90, worker)
+        assert state_of(failed).is_failed()
+        # Still within the bound: the worker is up, and says it is.
+        code = worker.wait(3 + 30)
+    assert code == 4, worker.log()
+    (line,) = [ln for ln in worker.log().splitlines() if ln.startswith("storyloom worker ")]
+    assert "sarvam" in line, line
+    assert "account errors" in line, line
+    assert "a-revoked-key" not in worker.log()
+    # The fake was asked with the wrong key (a real answer, not a refusal of ours).
+    assert sarvam.calls, "the flow never reached the fake"
+
+
+class Relay:
+    """A TCP relay from a loopback port to the Prefect server that the test can take
+    down (connections refused, open ones cut) or turn into a server that refuses
+    every request with an HTTP status."""
+
+    def __init__(self, upstream_url: str) -> None:
+        parts = urllib.parse.urlsplit(upstream_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}{parts.path}"
+        self.status: int | None = None
+        self.open: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def down(self) -> None:
+        # shutdown first: a close alone leaves a socket that a thread is blocked on in
+        # accept() listening (Linux), and new connections would still get through.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self.lock:
+            for conn in self.open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+
+    def refuse(self, status: int) -> None:
+        self.status = status
+        with self.lock:  # open keep-alive connections would still reach the server
+            for conn in self.open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        if self.status is not None:
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
+                body = b'{"detail": "Unauthorized"}'
+                conn.sendall(
+                    f"HTTP/1.1 {self.status} Refused\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                    + body
+                )
+            conn.close()
+            return
+        try:
+            upstream = socket.create_connection(self.upstream)
+        except OSError:
+            conn.close()
+            return
+        with self.lock:
+            self.open.append(upstream)
+        for source, sink in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 def _alive(pid: int) -> bool:

@@ -10,7 +10,8 @@ plus the account's signature algorithm, a clock skew, and how many assets one
 delete-by-prefix call removes before it answers `partial: true`.
 
 python-multipart is not installed, so the multipart body is parsed here, exactly
-(split on the boundary): image bytes must reach Pillow unchanged.
+(split on the boundary): image bytes must reach Pillow unchanged. The Upload API also
+takes a urlencoded form (what `curl -d` sends), as the real one does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
+from urllib.parse import parse_qsl
 
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
@@ -142,6 +144,14 @@ def rate_limit_message(reset_at: float) -> str:
     return f"Rate Limit Exceeded. Limit of 500 api operations reached. Try again on {stamp} UTC"
 
 
+def parse_form(body: bytes, content_type: str) -> tuple[dict[str, str], bytes | None, str]:
+    """Form fields, the file's bytes and the file's name, from a multipart or a urlencoded
+    body (the second has no file)."""
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(body.decode(), keep_blank_values=True)), None, ""
+    return parse_multipart(body, content_type)
+
+
 def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], bytes | None, str]:
     """Form fields, the file's bytes and the file's name, from a multipart/form-data body."""
     header = Message()
@@ -252,7 +262,7 @@ class CloudinaryFake:
     async def upload(self, request: Request) -> JSONResponse:
         try:
             self._check_cloud(request)
-            params, data, filename = parse_multipart(
+            params, data, filename = parse_form(
                 await request.body(), request.headers.get("content-type", "")
             )
             self._check_signed(params)
@@ -263,9 +273,7 @@ class CloudinaryFake:
     async def destroy(self, request: Request) -> JSONResponse:
         try:
             self._check_cloud(request)
-            params, _, _ = parse_multipart(
-                await request.body(), request.headers.get("content-type", "")
-            )
+            params, _, _ = parse_form(await request.body(), request.headers.get("content-type", ""))
             self._check_signed(params)
             key = (request.path_params["rt"], params.get("public_id", ""))
             with self.state._store_lock:

@@ -11,7 +11,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
-from deployments.config import ApiLimit, OpsSettings
+from deployments.config import ApiLimit, api_limit_sizes
 from deployments.limits import ensure_api_limit
 from flows.story import story
 from storyloom import services
@@ -32,7 +32,7 @@ from storyloom.providers.offline import (
     OfflineTranslator,
     OfflineWriter,
 )
-from storyloom.settings import get_settings
+from storyloom.settings import Settings, get_settings
 from tasks.policy import ApiLimitMissing
 from tests.fakes.server import Call
 from tests.fakes.stack import Fakes, peak_in_flight
@@ -147,7 +147,7 @@ def test_offline_providers_and_local_files_use_no_api() -> None:
 
 
 def test_setup_makes_the_names_the_tasks_take() -> None:
-    assert set(OpsSettings().api_limits) == set(ALL_LIMITS)
+    assert set(api_limit_sizes(Settings())) == set(ALL_LIMITS)
 
 
 # --- calls in flight, and their rate ----------------------------------------------------

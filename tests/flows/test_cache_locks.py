@@ -38,7 +38,7 @@ def pay_twice_at_once(locks: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list
     paid: list[int] = []
     lock = threading.Lock()
 
-    @task(**policy.paid_call_options(policy._locked(INPUTS + TASK_SOURCE)))
+    @task(**policy.paid_call_options(policy.locked(INPUTS + TASK_SOURCE)))
     def expensive(x: int, token: str) -> int:
         with lock:
             paid.append(x)

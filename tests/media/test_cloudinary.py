@@ -1,5 +1,5 @@
-"""CloudinaryMediaStore against the loopback Cloudinary fake, over real HTTP through the
-real cloudinary SDK; and the error mapping, which is pure."""
+"""CloudinaryMediaStore against the loopback Cloudinary fake, over real HTTP, signed and
+addressed by the real cloudinary SDK's helpers; and the error mapping, which is pure."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import socket
 import time
 import wave
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import cloudinary
-import cloudinary.exceptions
 import cloudinary.utils
+import httpx
 import pytest
 from PIL import Image
 
 from storyloom.media.base import MediaStore, audio_public_id, image_public_id
-from storyloom.media.cloudinary import CloudinaryMediaStore, cloudinary_error
+from storyloom.media.cloudinary import CloudinaryMediaStore, cloudinary_error, transport_error
 from storyloom.providers.errors import (
     AccountError,
     PermanentError,
@@ -203,6 +204,59 @@ def test_delete_one_file(store: CloudinaryMediaStore, state: CloudinaryState) ->
     assert store.delete(pid, kind="audio") is True
     assert state.public_ids() == []
     assert store.delete(pid, kind="audio") is False  # "not found" is an answer, not an error
+
+
+def test_read_gives_back_the_stored_bytes(
+    store: CloudinaryMediaStore, state: CloudinaryState
+) -> None:
+    data = png()
+    store.put("stories/s1/images/page-01", data, kind="image", extension="png")
+    book = b"<html>a book</html>"
+    store.put("stories/s1/books/book-hi-IN", book, kind="file", extension="html")
+
+    assert store.read("stories/s1/images/page-01", kind="image", extension="png") == data
+    assert store.read("stories/s1/books/book-hi-IN", kind="file", extension="html") == book
+    with pytest.raises(FileNotFoundError):
+        store.read("stories/s1/images/page-09", kind="image", extension="png")
+    # Signed on the API host, like every other call.
+    assert [c.path for c in state.calls_to("/download")] == [
+        "/v1_1/demo/image/download",
+        "/v1_1/demo/raw/download",
+        "/v1_1/demo/image/download",
+    ]
+
+
+def test_parallel_uploads_run_side_by_side_on_one_client(
+    store: CloudinaryMediaStore, state: CloudinaryState
+) -> None:
+    """A flow uploads many files at once: the store's pool must not queue them."""
+    state.latency = 0.3
+    pids = [f"stories/s1/images/page-{n:02d}" for n in range(1, 9)]
+    started = time.monotonic()
+
+    with ThreadPoolExecutor(8) as pool:
+        stored = list(
+            pool.map(lambda pid: store.put(pid, png(), kind="image", extension="png"), pids)
+        )
+
+    assert [s.public_id for s in stored] == pids
+    assert state.max_in_flight == 8
+    assert time.monotonic() - started < 2.0  # eight in a row would take 2.4 s
+
+
+def test_every_call_goes_through_the_client_it_is_given(fake: tuple[str, CloudinaryState]) -> None:
+    base_url, _ = fake
+    seen: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda r: seen.append(r.method)]})
+    store = CloudinaryMediaStore.from_url(url_for(base_url), http=http)
+
+    store.put("stories/s1/images/page-01", png(), kind="image", extension="png")
+    store.delete_story("s1")
+    store.close()  # not its client: left open
+
+    assert seen == ["POST", "DELETE", "DELETE", "DELETE", "DELETE"]
+    assert not http.is_closed
+    http.close()
 
 
 # --- signature, credentials, account isolation ---------------------------------------------
@@ -448,16 +502,31 @@ def test_rate_limit_reset_is_read_against_the_injected_clock(
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_the_sdk_transport_does_not_retry_or_sleep_on_its_own(
-    store: CloudinaryMediaStore, state: CloudinaryState, status: int
+@pytest.mark.parametrize("api", ["upload", "admin"])
+def test_no_call_is_retried_or_slept_on_inside_the_store(
+    store: CloudinaryMediaStore, state: CloudinaryState, status: int, api: str
 ) -> None:
-    """urllib3 would sleep Retry-After and repeat a DELETE; Prefect owns retries."""
+    """The SDK's urllib3 pools would sleep Retry-After and repeat a DELETE; Prefect owns
+    retries, so the answer comes back at once with the wait it asked for."""
+    path = UPLOAD if api == "upload" else ADMIN
     # A short wait, so a regression fails in a second instead of hanging.
-    state.schedule(Fault(status=status, retry_after=1, path_contains=ADMIN))
+    state.schedule(Fault(status=status, retry_after=1, path_contains=path))
 
-    with pytest.raises(TransientError):
-        store.delete_story("s1")
-    assert [c.status for c in state.calls_to(ADMIN)] == [status]
+    with pytest.raises(TransientError) as failure:
+        CALLS[api](store)
+    assert [c.status for c in state.calls_to(path)] == [status]
+    assert failure.value.retry_after is not None
+    assert 0 <= failure.value.retry_after <= 2  # the message names whole seconds
+
+
+def test_a_retry_after_header_on_a_server_error_is_kept(
+    store: CloudinaryMediaStore, state: CloudinaryState
+) -> None:
+    state.schedule(Fault(status=503, retry_after=7, path_contains=UPLOAD))
+
+    with pytest.raises(TransientError) as failure:
+        upload_one(store)
+    assert failure.value.retry_after == 7
 
 
 def test_connection_refused_is_transient() -> None:
@@ -492,34 +561,64 @@ def test_invalid_image_is_permanent(store: CloudinaryMediaStore) -> None:
 
 
 @pytest.mark.parametrize(
-    ("raised", "error", "status"),
+    ("status", "error"),
     [
-        (Exception("Error 502 - Bad Gateway"), TransientError, 502),  # Admin API, no class
-        (cloudinary.exceptions.RateLimited("Error 420 - Rate Limit Exceeded"), TransientError, 420),
-        (
-            cloudinary.exceptions.GeneralError("Error parsing server response (502) - b'<html>'"),
-            TransientError,
-            502,
-        ),
-        (cloudinary.exceptions.GeneralError("Socket Error: reset"), TransientError, None),
-        (cloudinary.exceptions.AuthorizationRequired("api_secret mismatch"), AccountError, 401),
-        (cloudinary.exceptions.NotFound("Can't find folder"), PermanentError, 404),
-        (ValueError("Must supply api_key"), PermanentError, None),
+        (400, PermanentError),
+        (401, AccountError),
+        (403, AccountError),
+        (404, PermanentError),
+        (408, TransientError),
+        (409, PermanentError),
+        (420, TransientError),
+        (429, TransientError),
+        (500, TransientError),
+        (502, TransientError),
+        (504, TransientError),
     ],
 )
-def test_error_mapping(raised: Exception, error: type[ProviderError], status: int | None) -> None:
-    mapped = cloudinary_error(raised, secret=SECRET, now=time.time())
+def test_error_mapping(status: int, error: type[ProviderError]) -> None:
+    mapped = cloudinary_error(status, "what the server said", secret=SECRET, now=time.time())
     assert type(mapped) is error
     assert mapped.status == status
     assert mapped.provider == "cloudinary"
+    assert "what the server said" in str(mapped)
+
+
+def test_a_rate_limit_prefers_the_reset_time_its_message_names() -> None:
+    text = "Rate Limit Exceeded. Try again on 2026-11-29 14:00:00 UTC"
+    at_13_59 = 1_795_960_740.0  # 2026-11-29 13:59:00 UTC
+    named = cloudinary_error(429, text, secret=SECRET, now=at_13_59, retry_after=5)
+    unnamed = cloudinary_error(429, "Rate Limit Exceeded", secret=SECRET, now=0.0, retry_after=5)
+    assert isinstance(named, TransientError)
+    assert isinstance(unnamed, TransientError)
+    assert named.retry_after == 60
+    assert unnamed.retry_after == 5
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "said"),
+    [
+        (httpx.ReadTimeout("timed out"), TransientError, "did not answer in time"),
+        (httpx.ConnectError("refused"), TransientError, "could not reach Cloudinary"),
+        (httpx.RemoteProtocolError("dropped"), TransientError, "could not reach Cloudinary"),
+        (httpx.UnsupportedProtocol("ftp"), PermanentError, "refused before sending"),
+    ],
+)
+def test_transport_error_mapping(
+    raised: httpx.HTTPError, error: type[ProviderError], said: str
+) -> None:
+    mapped = transport_error(raised, secret=SECRET)
+    assert type(mapped) is error
+    assert said in str(mapped)
+    assert mapped.status is None
 
 
 def test_error_mapping_scrubs_the_secret() -> None:
-    mapped = cloudinary_error(
-        cloudinary.exceptions.BadRequest(f"echoed {SECRET} back"), secret=SECRET, now=0.0
-    )
-    assert SECRET not in str(mapped)
-    assert "***" in str(mapped)
+    mapped = cloudinary_error(400, f"echoed {SECRET} back", secret=SECRET, now=0.0)
+    transported = transport_error(httpx.ConnectError(f"to {SECRET}"), secret=SECRET)
+    for error in (mapped, transported):
+        assert SECRET not in str(error)
+        assert "***" in str(error)
 
 
 # --- configuration ------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def black_hole() -> Iterator[str]:
 # ---------------------------------------------------------------------- offline
 
 
-def test_offline_default_is_all_ok_and_nothing_real(clean_env: Path) -> None:
+def test_offline_default_is_all_ok_and_nothing_real(no_database: Path) -> None:
     checks = by_role(diagnose(Settings()))
 
     assert all(c.ok for c in checks.values()), checks
@@ -127,15 +127,15 @@ def test_offline_default_is_all_ok_and_nothing_real(clean_env: Path) -> None:
     assert checks["translation"].provider == "offline-translator"
     assert checks["translation"].detail.startswith("ready (cannot translate")
     assert checks["media"].provider == "local"
-    assert (clean_env / "media").is_dir()  # created, as a first run would
+    assert (no_database / "media").is_dir()  # created, as a first run would
     assert checks["database"].provider == "sqlite"
     assert "no database yet" in checks["database"].detail
-    assert not (clean_env / "storyloom.db").exists()  # doctor creates no database
+    assert not (no_database / "storyloom.db").exists()  # doctor creates no database
 
 
 def test_a_migrated_database_is_reported_at_head(clean_env: Path) -> None:
     settings = Settings()
-    StoryStore.open(settings.database_url).close()
+    StoryStore.open(settings.database_url, migrate=True).close()
 
     database = by_role(diagnose(settings))["database"]
 
@@ -146,9 +146,9 @@ def test_a_migrated_database_is_reported_at_head(clean_env: Path) -> None:
     )
 
 
-def test_an_empty_database_has_no_schema_yet(clean_env: Path) -> None:
-    clean_env.mkdir(parents=True)
-    sqlite3.connect(clean_env / "storyloom.db").close()
+def test_an_empty_database_has_no_schema_yet(no_database: Path) -> None:
+    no_database.mkdir(parents=True)
+    sqlite3.connect(no_database / "storyloom.db").close()
 
     database = by_role(diagnose(Settings()))["database"]
 
@@ -156,9 +156,9 @@ def test_an_empty_database_has_no_schema_yet(clean_env: Path) -> None:
     assert "no schema yet" in database.detail
 
 
-def test_a_database_at_an_unknown_revision_fails(clean_env: Path) -> None:
-    clean_env.mkdir(parents=True)
-    with sqlite3.connect(clean_env / "storyloom.db") as db:
+def test_a_database_at_an_unknown_revision_fails(no_database: Path) -> None:
+    no_database.mkdir(parents=True)
+    with sqlite3.connect(no_database / "storyloom.db") as db:
         db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
         db.execute("INSERT INTO alembic_version VALUES ('9999')")
     db.close()

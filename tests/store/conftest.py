@@ -34,5 +34,5 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def store(store_url: str) -> Iterator[StoryStore]:
     """A migrated store on the test's own database."""
-    with StoryStore.open(store_url) as opened:
+    with StoryStore.open(store_url, migrate=True) as opened:
         yield opened

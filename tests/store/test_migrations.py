@@ -41,7 +41,7 @@ def test_upgrade_builds_exactly_the_declared_schema(store_url: str) -> None:
 
 
 def test_downgrade_to_base_and_upgrade_again(store_url: str) -> None:
-    with StoryStore.open(store_url) as store:
+    with StoryStore.open(store_url, migrate=True) as store:
         store.add_story(_story())
 
         migrator.downgrade(store.engine, "base")
@@ -56,7 +56,7 @@ def test_downgrade_to_base_and_upgrade_again(store_url: str) -> None:
 
 
 def test_migrating_an_up_to_date_database_changes_nothing(store_url: str) -> None:
-    with StoryStore.open(store_url) as store:
+    with StoryStore.open(store_url, migrate=True) as store:
         store.add_story(_story())
         store.migrate()
         assert migrator.current_revision(store.engine) == migrator.head_revision()

@@ -553,7 +553,7 @@ def test_publish_prunes_all_but_current_and_previous(store: StoryStore) -> None:
 
 def test_sqlite_store_creates_its_folder_and_sets_pragmas(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "stories.db"
-    with StoryStore.open(f"sqlite:///{path}") as store:
+    with StoryStore.open(f"sqlite:///{path}", migrate=True) as store:
         assert path.exists()
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -133,6 +133,10 @@ def cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[C
         stack.callback(_stop, server, signal.SIGINT)
         _wait_healthy(api_url, server, server_log)
         running = Cluster(env, api_url, story_db, logs, fakes)
+        # As an operator does once per upgrade: every other storyloom process refuses a
+        # story database that is not at the code's schema revision.
+        upgrade = running.run("storyloom", "db", "upgrade")
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
         stack.callback(running.stop_workers)
         yield running
 
