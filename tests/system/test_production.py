@@ -281,36 +281,3 @@ def test_six_stories_at_once_stay_within_every_limit(production: Cluster) -> Non
             book = store.book(f"busy-{n}")
             assert book is not None
             assert len(book.pages) == 4
-
-
-def test_cancelling_the_parent_cancels_its_children(production: Cluster) -> None:
-    add_story(production, "cancel-me")
-    production.fakes.gemini.reset()
-    production.fakes.gemini.latency = 4.0  # every call slow: the children are mid-flight
-    try:
-        started = production.run(
-            "prefect", "deployment", "run", "story/generate",
-            "-p", "story_id=cancel-me", "-p", "pages=4", "-p", "image_count=4",
-            "-p", "narration_languages=[]",
-        )  # fmt: skip
-        parent_id = flow_run_id(started.stdout)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            children = children_of(production, parent_id)
-            if any(c.state_type == StateType.RUNNING for c in children):
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError("the illustrations child never started")
-
-        cancelled = production.run("prefect", "flow-run", "cancel", str(parent_id))
-        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-
-        [parent] = wait_final(production, [parent_id], timeout=180)
-        [child] = wait_final(production, [c.id for c in children], timeout=180)
-    finally:
-        production.fakes.gemini.latency = 0.0
-    assert parent.state_type == StateType.CANCELLED
-    assert child.state_type == StateType.CANCELLED
-    with StoryStore.open(production.story_db) as store:
-        assert store.book("cancel-me") is None
