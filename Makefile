@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint typecheck unit ui bench lock clean
+.PHONY: demo test lint typecheck unit ui bench bench-pipeline lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,6 +41,11 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The real topology against the fakes at fixed latencies (needs PostgreSQL, as the system
+# tests do); prints one table and writes docs/performance.md. ARGS=--quick for a smoke run.
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench.pipeline $(ARGS)
 
 # Re-pin dependencies after editing pyproject.toml (needs uv: pip install uv).
 lock:

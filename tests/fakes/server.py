@@ -1,8 +1,9 @@
 """What every loopback fake shares: serving on 127.0.0.1:0, and the knobs.
 
-Knobs on each fake: a latency per call, a fault schedule (the next N calls answer with
-a given status, Retry-After header and body, or answer slowly), a log of every call, and
-the highest number of calls in flight at once. Benchmarks use the same fakes.
+Knobs on each fake: a latency per call (or per kind of call, by path), a fault schedule
+(the next N calls answer with a given status, Retry-After header and body, or answer
+slowly), a log of every call, and the highest number of calls in flight at once.
+Benchmarks use the same fakes.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class FakeState:
     """The knobs and the record of one fake."""
 
     latency: float = 0.0
+    # Per kind of call: the first fragment the call's path contains sets its latency
+    # (e.g. {"/text-to-speech": 0.5}); a path that matches none takes `latency`.
+    latencies: dict[str, float] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -73,7 +77,15 @@ class FakeState:
             self.faults.clear()
             self.in_flight = self.max_in_flight = self._seen = 0
             self.latency = 0.0
+            self.latencies.clear()
             self.fail_every = 0
+
+    def latency_for(self, path: str) -> float:
+        """The latency of a call to this path."""
+        for fragment, seconds in self.latencies.items():
+            if fragment in path:
+                return seconds
+        return self.latency
 
     def calls_to(self, fragment: str) -> list[Call]:
         return [c for c in self.calls if fragment in c.path]
@@ -146,7 +158,7 @@ class FaultMiddleware:
             await send(message)
 
         try:
-            delay = self.state.latency + (fault.delay if fault else 0.0)
+            delay = self.state.latency_for(request.url.path) + (fault.delay if fault else 0.0)
             if delay:
                 await asyncio.sleep(delay)
             if fault is not None and fault.status is not None:

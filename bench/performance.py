@@ -1,0 +1,269 @@
+"""The pipeline benchmark's one table, printed and written to docs/performance.md."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.bounds import Limit
+
+GOAL_ONE = 1.25  # one story within this of its critical path
+GOAL_BATCH = 1.10  # a batch within this of its bound
+GOAL_LATENCY = 2.0  # median seconds from submit to Running
+
+
+@dataclass
+class Figures:
+    stories: int
+    command: str  # how this run was started
+    latency: dict[str, float]
+    limits: dict[str, Limit]
+    pools: dict[str, int]
+    one_wall: float
+    one_cp: float
+    one_cp_images: float
+    one_cp_audio: float
+    one_busy: float  # seconds with a call in flight
+    one_latency: tuple[float, float]
+    batch_wall: float
+    bounds: dict[str, float]
+    busiest: str
+    batch_busy: float  # share
+    batch_idle: float  # seconds with no call in flight
+    batch_latency: tuple[float, float]
+    batch_latency_by_flow: dict[str, tuple[float, float]]
+    one_paid: Counter[str]
+    one_minimum: Counter[str]
+    one_repeated: int
+    batch_paid: Counter[str]
+    batch_repeated: int
+    all_repeated: int
+    rerun_paid: Counter[str]
+    rerun_wall: float
+    edit_paid: Counter[str]
+    edit_wall: float
+    peaks: dict[str, float]
+    failed: list[str]
+    machine: dict[str, str]
+    setup_seconds: float
+    bench_seconds: float
+    when: str
+    stages: dict[str, int]
+
+
+Row = tuple[str, str, str, str]  # figure, measured, goal, met
+
+
+def _kinds(counts: Counter[str]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def rows(f: Figures) -> list[Row]:
+    one_ratio = f.one_wall / f.one_cp if f.one_cp else float("inf")
+    bound = f.bounds[f.busiest]
+    batch_ratio = f.batch_wall / bound if bound else float("inf")
+    paid_one = sum(f.one_paid.values())
+    needed = sum(f.one_minimum.values())
+    others = ", ".join(
+        f"{name} {seconds:.0f} s"
+        for name, seconds in sorted(f.bounds.items(), key=lambda kv: -kv[1])
+        if name != f.busiest
+    )
+    by_flow = ", ".join(
+        f"{name} {median:.1f}/{worst:.1f} s"
+        for name, (median, worst) in f.batch_latency_by_flow.items()
+    )
+    found: list[Row] = [
+        ("one story: submit to complete", f"{f.one_wall:.1f} s", "", ""),
+        (
+            "one story: critical path",
+            f"{f.one_cp:.1f} s",
+            f"illustrations {f.one_cp_images:.1f} s, narration {f.one_cp_audio:.1f} s",
+            "",
+        ),
+        ("one story: wall / critical path", f"{one_ratio:.2f}", f"<= {GOAL_ONE}",
+         _verdict(one_ratio <= GOAL_ONE)),
+        (f"batch of {f.stories}: submit to last complete", f"{f.batch_wall:.1f} s",
+         f"{f.batch_wall / f.stories:.1f} s a story", ""),
+        (f"batch: bound ({f.busiest})", f"{bound:.1f} s", f"next: {others}", ""),
+        ("batch: wall / bound", f"{batch_ratio:.2f}", f"<= {GOAL_BATCH}",
+         _verdict(batch_ratio <= GOAL_BATCH)),
+        ("provider busy time, batch", f"{f.batch_busy:.0%} of wall", "", ""),
+        ("provider busy time, one story",
+         f"{f.one_busy / f.one_wall:.0%} of wall" if f.one_wall else "-", "", ""),
+        ("scheduling latency, one story (median / worst)",
+         f"{f.one_latency[0]:.1f} / {f.one_latency[1]:.1f} s", "", ""),
+        ("scheduling latency, batch (median / worst)",
+         f"{f.batch_latency[0]:.1f} / {f.batch_latency[1]:.1f} s",
+         f"median < {GOAL_LATENCY:.0f} s", _verdict(f.batch_latency[0] < GOAL_LATENCY)),
+        ("scheduling latency, batch, per flow", by_flow, "", ""),
+        ("Prefect's overhead, one story: outside provider calls",
+         f"{f.one_wall - f.one_busy:.1f} s", "", ""),
+        ("Prefect's overhead, one story: wall - critical path",
+         f"{f.one_wall - f.one_cp:.1f} s", "", ""),
+        ("Prefect's overhead, batch: no call in flight, per story",
+         f"{f.batch_idle / f.stories:.1f} s", f"{f.batch_idle:.0f} s in all", ""),
+        ("cost: paid calls, one story", f"{paid_one}", f"minimum {needed}",
+         _verdict(paid_one <= needed)),
+        ("cost: one story by kind", _kinds(f.one_paid), f"minimum: {_kinds(f.one_minimum)}", ""),
+        ("cost: paid calls per story, batch",
+         f"{sum(f.batch_paid.values()) / f.stories:.1f}", f"minimum {needed}",
+         _verdict(sum(f.batch_paid.values()) <= needed * f.stories)),
+        ("cost: rerun of a completed story", f"{sum(f.rerun_paid.values())} paid calls",
+         "0", _verdict(not f.rerun_paid)),
+        ("cost: after editing one stage", f"{sum(f.edit_paid.values())} paid calls",
+         _kinds(f.edit_paid), ""),
+        ("cost: repeated paid calls, all runs", f"{f.all_repeated}", "0",
+         _verdict(f.all_repeated == 0)),
+        ("memory: peak RSS per worker tree, batch",
+         ", ".join(f"{pool} {mib:.0f} MiB" for pool, mib in f.peaks.items()), "", ""),
+    ]  # fmt: skip
+    if f.failed:
+        found.append(("runs that did not complete", "; ".join(f.failed), "none", "missed"))
+    return found
+
+
+def render_table(f: Figures) -> None:
+    table = Table(title=f"storyloom pipeline benchmark ({f.when}, {f.machine['cores']} cores)")
+    for name in ("figure", "measured", "goal / detail", ""):
+        table.add_column(name, overflow="fold")
+    for row in rows(f):
+        table.add_row(*row)
+    console = Console(width=160)
+    console.print(table)
+    console.print(
+        f"cluster start and setup {f.setup_seconds:.0f} s; the benchmark took "
+        f"{f.bench_seconds:.0f} s in all; rerun {f.rerun_wall:.1f} s, edit {f.edit_wall:.1f} s"
+    )
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(f: Figures) -> str:
+    table = ["| figure | measured | goal / detail | |", "|---|---|---|---|"]
+    table += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows(f)]
+    limits = ", ".join(
+        f"{api} {lim.in_flight} in flight and {lim.per_second:g}/s" for api, lim in f.limits.items()
+    )
+    pools = ", ".join(f"{pool} {n}" for pool, n in f.pools.items())
+    latency = ", ".join(f"{kind} {s:g} s" for kind, s in f.latency.items())
+    stages = ", ".join(f"{name} {n}" for name, n in f.stages.items())
+    m = f.machine
+    per_story = max(f.batch_wall / max(f.stories, 1), 1.0)
+    return TEMPLATE.format(
+        when=f.when,
+        run=f"`{f.command}`",
+        stories=f.stories,
+        cores=m["cores"],
+        cpu=m["cpu"],
+        ram=m["ram"],
+        os=m["os"],
+        python=m["python"],
+        prefect=m["prefect"],
+        table="\n".join(table),
+        setup=f"{f.setup_seconds:.0f}",
+        total=f"{f.bench_seconds:.0f}",
+        rerun=f"{f.rerun_wall:.1f}",
+        edit=f"{f.edit_wall:.1f}",
+        limits=limits,
+        pools=pools,
+        latency=latency,
+        stages=stages,
+        per_story=f"{per_story:.0f}",
+        fit=max(1, int((15 * 60 - (f.bench_seconds - f.batch_wall)) // per_story)),
+        fifty=f"{(f.bench_seconds - f.batch_wall + 50 * per_story) / 60:.0f}",
+    )
+
+
+TEMPLATE = """\
+# Performance: how close to its limits the pipeline runs, and what it costs
+
+Written by `make bench-pipeline` (bench/pipeline.py); every figure below comes from
+its last run, never typed in. Run it again to refresh this page.
+
+## Last run
+
+{when}, {run}: one story, the same story again, the story after an edit of one
+stage, then a batch of {stories} stories submitted at once.
+
+Machine: {cores} cores ({cpu}), {ram} RAM, {os}; Python {python}, Prefect {prefect}.
+
+{table}
+
+Starting the cluster and `storyloom setup` took {setup} s; the whole benchmark {total} s.
+The rerun took {rerun} s, the run after the edit {edit} s. At this run's pace
+({per_story} s a story in the batch) a batch of {fit} fits in the 15 minutes the issue
+allows beside the rest (`--stories N` sets the batch; the issue's 50 would take
+about {fifty} minutes).
+
+## What runs
+
+The production topology on one machine (tests/system/cluster.py): a Prefect server on
+PostgreSQL, `storyloom setup`, one `storyloom worker` per pool ({pools}), the story
+database on PostgreSQL, the real provider clients (google-genai, Sarvam over httpx,
+Cloudinary) against the loopback fakes, which run in the benchmark's own process and
+log every call with its start and end. Each fake answers after a fixed latency per kind
+of call: {latency} (a translation counts as text; reading or deleting a file on
+Cloudinary takes the upload's latency). The per-API limits are the defaults: {limits}.
+Each story is the 8-page sample life story under its own id, with images on every
+page and narration in en-IN (its language) and hi-IN (translated page by page first).
+
+## Method
+
+- **Wall time** is read from Prefect: from the story run's first state (Scheduled, as
+  it is created) to the end of its last run, on the server's clock; the provider calls'
+  times are turned onto the same clock.
+- **Critical path** (bench/bounds.py, bench/calls.py): the finish time of an ideal
+  scheduler that adds nothing on top of the provider calls. It takes the story's own
+  recorded calls with their measured durations, in the order the flows must make them,
+  and starts each one at the first moment its API has a slot in flight free and a token
+  of its rate (a bucket as deep as its slots, full at the start). The order: the
+  writing rounds one after another (the first section alone, then the other sections;
+  calls of one kind in a row are one round: the flow waits for a whole round), then two
+  branches side by side: illustrations (image plans, the first alone; the first image;
+  its upload; the other images; their uploads) and narration (language after language:
+  translations, the first alone; the first chapter's speech; the other chapters'
+  speech; their uploads); then the book files' uploads. Each branch sees the limits as
+  if alone, so this is a lower bound. Stages of the last one-story run: {stages}.
+- **Batch bound**: the busiest limited resource. Per API, the larger of its total call
+  time over its slots in flight and its calls at its rate (the first `in_flight` at
+  once, then one every 1/rate, plus the last call's own time), from the batch's
+  recorded calls. Per pool, its runs times the least time each run holds a slot, over
+  its slots: a story run holds its `story` slot for its whole critical path (it waits
+  for its children), an illustrations run for the illustrations branch, a narration run
+  for the narration branch (both from the one story's calls).
+- **Provider busy time**: the share of the batch's wall time with at least one provider
+  call in flight (the union of the calls' spans).
+- **Scheduling latency**: per deployment run (every story, illustrations and narration
+  run), from its first state (Scheduled, when it was created) to its first Running
+  state, from the run's state history. In a batch it includes the wait for a pool slot.
+- **Prefect's overhead**: for the one story, the wall time outside provider calls, and
+  the wall time over the critical path; for the batch, the wall time with no provider
+  call in flight, divided by the stories.
+- **Cost**: paid calls (text, image plans, images, translations, speech, uploads; not
+  reading or deleting a file) counted on the fakes. The minimum is derived from the one
+  story's own calls: each distinct request once (every section written once and
+  proofread once, a plan and an image per illustrated page, a translation per piece of
+  text, a speech request per chunk, an upload per file), no revision or continuation
+  (the fakes answer at the length asked). A repeated call is a paid request identical
+  to one already answered (an upload: the same public id). The rerun submits the
+  completed story again with the same parameters; the edit changes one word in a memory
+  inside one stage (not at its edges) and submits it again.
+- **Memory**: the resident memory (VmRSS, /proc) of each worker and every process under
+  it (its flow runs), summed per worker and sampled every 0.5 s through the batch; the
+  peak.
+
+## Tuning log
+
+No tuning yet: this is the first measurement (issue 12, part 2 will log each change and
+what it bought here).
+"""
