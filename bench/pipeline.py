@@ -13,6 +13,7 @@ the machine and the method. Nothing here asserts: it measures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -332,7 +333,45 @@ def machine() -> dict[str, str]:
     }
 
 
-def measure(stories: int, command: str) -> Figures:
+def write_trace(phase: Phase, offset: float, path: Path) -> None:
+    """The phase's runs and calls as JSON, in seconds from its first submit, and a
+    timeline on stdout: where its wall time went (for tuning; not part of the table)."""
+    zero = phase.start
+    runs = [
+        {"name": r.name, "pool": r.pool, "state": r.state, "created": r.created - zero,
+         "running": None if r.running is None else r.running - zero,
+         "end": None if r.end is None else r.end - zero}
+        for r in sorted(phase.runs, key=lambda r: r.created)
+    ]  # fmt: skip
+    calls = [
+        {"api": c.api, "kind": c.kind, "language": c.language, "media": c.media,
+         "start": c.start + offset - zero, "end": c.end + offset - zero, "status": c.status}
+        for c in phase.calls
+    ]  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": runs, "calls": calls}, indent=1))
+    print(f"  trace: {path}")
+    for run in runs:
+        print(
+            f"  {run['name']:<14} created {run['created']:6.1f}  running "
+            f"{run['running'] or float('nan'):6.1f}  end {run['end'] or float('nan'):6.1f}"
+        )
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        stage = f"{call['kind']} {call['language'] or call['media']}".strip()
+        by_stage.setdefault(stage, []).append(call)
+    for stage, group in by_stage.items():
+        first, last = min(c["start"] for c in group), max(c["end"] for c in group)
+        busy = sum(c["end"] - c["start"] for c in group)
+        print(
+            f"  {stage:<18} {len(group):3d} calls  {first:6.1f} .. {last:6.1f}  "
+            f"span {last - first:6.1f} s  in calls {busy:6.1f} s"
+        )
+
+
+def measure(
+    stories: int, command: str, one_only: bool = False, trace: Path | None = None
+) -> Figures | None:
     started = time.monotonic()
     offset = time.time() - time.monotonic()  # the fakes log monotonic times
     with tempfile.TemporaryDirectory(prefix="storyloom-bench-") as tmp:
@@ -345,6 +384,11 @@ def measure(stories: int, command: str) -> Figures:
             print("one story ...", flush=True)
             add_story(cluster, "bench-one")
             one = run_phase(prefect, cluster, ["bench-one"], timeout=600)
+            if trace is not None:
+                write_trace(one, offset, trace)
+            if one_only:
+                print(f"  {one.wall:.1f} s; {', '.join(one.failed) or 'all completed'}")
+                return None
             print(f"  {one.wall:.1f} s; the same story again ...", flush=True)
             rerun = run_phase(prefect, cluster, ["bench-one"], timeout=300)
             print(f"  {rerun.wall:.1f} s; after an edit of one stage ...", flush=True)
@@ -445,11 +489,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--trace", type=Path, help="write the one story's runs and calls (JSON) here"
+    )
+    parser.add_argument(
+        "--one", action="store_true", help="only the one story, with its timeline (tuning)"
+    )
     args = parser.parse_args(argv)
     stories = args.stories or (QUICK_STORIES if args.quick else DEFAULT_STORIES)
     given = sys.argv[1:] if argv is None else argv
     command = "make bench-pipeline" + (f' ARGS="{" ".join(given)}"' if given else "")
-    found = measure(stories, command)
+    trace = args.trace or (ROOT / "var" / "bench" / "one-story.json" if args.one else None)
+    found = measure(stories, command, one_only=args.one, trace=trace)
+    if found is None:
+        return 0
     render_table(found)
     if not args.no_write:
         args.output.write_text(render_markdown(found))

@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder, State, StateType, TaskRun
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
@@ -34,6 +34,7 @@ from storyloom import health
 from storyloom.limits import Role, api_for, in_flight_limit, rate_limit_name
 from storyloom.providers.errors import AccountError, TransientError
 from storyloom.settings import get_settings
+from tasks import pacing
 
 
 def locked(policy: CachePolicy) -> CachePolicy:
@@ -129,7 +130,10 @@ def _api_slots(role: Role, provider_name: str) -> Iterator[None]:
         return
     rate, in_flight = rate_limit_name(api), in_flight_limit(api)
     with ExitStack() as held:
-        # strict: Prefect skips a missing limit with only a warning, and calls unthrottled.
+        # This process's share first, then the server's slot (given back before the
+        # share, on the way out), then a slot of the rate (tasks/pacing.py says why not
+        # Prefect's rate_limit()).
+        _acquire(in_flight, api, lambda: held.enter_context(pacing.local_share(in_flight, rate)))
         _acquire(
             in_flight,
             api,
@@ -148,7 +152,7 @@ def _api_slots(role: Role, provider_name: str) -> Iterator[None]:
                 )
             ),
         )
-        _acquire(rate, api, lambda: rate_limit(rate, strict=True))
+        _acquire(rate, api, lambda: pacing.take_rate_slot(in_flight, rate))
         # Checked last, after any wait for a slot: the call starts right after it.
         stop_if_cancelled(provider_name)
         yield
@@ -245,8 +249,10 @@ def _lineage(client: SyncPrefectClient, flow_run_id: UUID) -> _Lineage:
 def _acquire(name: str, api: str, take: Callable[[], object]) -> None:
     try:
         take()
-    except ConcurrencySlotAcquisitionError as exc:
-        if _limit_exists(name):
+    except (ConcurrencySlotAcquisitionError, pacing.LimitNotFound) as exc:
+        if isinstance(exc, pacing.LimitNotFound):
+            name = str(exc)
+        elif _limit_exists(name):
             raise  # the server refused for another reason; Prefect's message says which
         raise ApiLimitMissing(
             api,

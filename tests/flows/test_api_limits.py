@@ -33,6 +33,7 @@ from storyloom.providers.offline import (
     OfflineWriter,
 )
 from storyloom.settings import Settings, get_settings
+from tasks import pacing
 from tasks.policy import ApiLimitMissing
 from tests.fakes.server import Call
 from tests.fakes.stack import Fakes, peak_in_flight
@@ -76,6 +77,7 @@ def make_limits(sizes: dict[str, ApiLimit]) -> None:
     with get_client(sync_client=True) as client:
         for name, size in sizes.items():
             ensure_api_limit(client, name, size, dry_run=False)
+    pacing.reset()  # the sizes this process read are no longer the server's
 
 
 def drop_limits(names: Iterable[str]) -> None:

@@ -199,7 +199,11 @@ def test_cancel_stops_the_job_and_its_paid_calls(cluster: Cluster, api: Api) -> 
             while zenith.get(f"/v1/jobs/{job['id']}").json()["state"] != "running":
                 assert time.monotonic() < deadline, "the job never started"
                 time.sleep(0.5)
-            time.sleep(3)  # paid calls in flight
+            # Paying: a call in flight (on a busy machine a run can take seconds from
+            # running to its first call).
+            while not cluster.fakes.gemini.in_flight:
+                assert time.monotonic() < deadline, "the job never called Gemini"
+                time.sleep(0.2)
             cancelled = zenith.post(f"/v1/jobs/{job['id']}/cancel")
             assert cancelled.status_code == 202
             seen = time.monotonic()  # the fakes' clock: they run in this process
