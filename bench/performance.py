@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.bounds import Limit
+
+# The tuning log (each change, and what it bought in figures from runs of this benchmark
+# before and after it): kept by hand, appended to the page as it is.
+TUNING_LOG = Path(__file__).with_name("tuning-log.md")
 
 GOAL_ONE = 1.25  # one story within this of its critical path
 GOAL_BATCH = 1.10  # a batch within this of its bound
@@ -181,7 +186,7 @@ def render_markdown(f: Figures) -> str:
         per_story=f"{per_story:.0f}",
         fit=max(1, int((15 * 60 - (f.bench_seconds - f.batch_wall)) // per_story)),
         fifty=f"{(f.bench_seconds - f.batch_wall + 50 * per_story) / 60:.0f}",
-    )
+    ) + "\n" + TUNING_LOG.read_text(encoding="utf-8")
 
 
 TEMPLATE = """\
@@ -262,8 +267,4 @@ page and narration in en-IN (its language) and hi-IN (translated page by page fi
   it (its flow runs), summed per worker and sampled every 0.5 s through the batch; the
   peak.
 
-## Tuning log
-
-No tuning yet: this is the first measurement (issue 12, part 2 will log each change and
-what it bought here).
 """
