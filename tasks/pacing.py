@@ -54,7 +54,7 @@ class _Pace:
     size: int  # the in-flight limit's slots, as read
     read_at: float
     rate_turn: threading.Lock = field(default_factory=threading.Lock)
-    refused: int = 0  # rate refusals (tests and the benchmark read it)
+    refused: int = 0  # rate refusals (tests read it)
     taken: int = 0
 
 

@@ -87,7 +87,9 @@ def test_a_limit_made_smaller_waits_for_every_slot_over_it() -> None:
 
 @pytest.mark.usefixtures("limits")
 def test_a_full_bucket_is_waited_out_with_a_single_refusal() -> None:
-    fill(RATE, 2)
+    with pacing.local_share(IN_FLIGHT, RATE):
+        pass  # both limits read now, so the bucket is still full when the pacer asks
+    fill(RATE, 2)  # a slot decays every 0.5 s from here
     pacing.take_rate_slot(IN_FLIGHT, RATE)
     assert pacing.stats()[IN_FLIGHT] == (1, 1)  # asked once, read, slept, granted
 
