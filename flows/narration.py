@@ -7,6 +7,8 @@ finished story in one more language.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -129,15 +131,18 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
         futures = submit_many(voice_chapter, [call(plan, language) for plan in plans])
         return [paid_each(future) for future in futures]
 
+    def file(plans: list[ChapterPlan], voiced: list[Voiced], language: Language) -> Filing:
+        """Start storing each chapter's file in the generation (see `store`)."""
+        return [_stored(gen, plan.position, language, kept, media.name, elsewhere)
+                for plan, (kept, _) in zip(plans, voiced, strict=True)]  # fmt: skip
+
     def store(
-        plans: list[ChapterPlan], voiced: list[Voiced], language: Language
+        plans: list[ChapterPlan], voiced: list[Voiced], language: Language, filing: Filing
     ) -> list[tuple[KeptChapter, list[Usage], StoredMedia]]:
         """Each chapter's file in the generation: the file a kept chapter names (or a copy
         of it from another position), else the chapter again, from speak's cache while
         that lasts (`result_days`), else spoken anew; with what it cost this run."""
-        futures = [_stored(gen, plan.position, language, kept, media.name, elsewhere)
-                   for plan, (kept, _) in zip(plans, voiced, strict=True)]  # fmt: skip
-        stored = [future.result() for future in futures]
+        stored = [future.result() for future in filing]
         gone = [i for i, file in enumerate(stored) if file is None]
         if gone:
             again = voice_chapter.with_options(refresh_cache=True)
@@ -146,8 +151,8 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
                 voiced[i] = paid_each(voicing)  # what it cost: the second try, not both
             refiled = [_stored(gen, plans[i].position, language, voiced[i][0], media.name,
                                elsewhere) for i in gone]  # fmt: skip
-            for i, filing in zip(gone, refiled, strict=True):
-                stored[i] = filing.result()
+            for i, refiling in zip(gone, refiled, strict=True):
+                stored[i] = refiling.result()
         files: list[StoredMedia] = []
         for plan, file in zip(plans, stored, strict=True):
             if file is None:  # voiced again just now: it has its bytes
@@ -155,8 +160,16 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
             files.append(file)
         return [(kept, costs, file) for (kept, costs), file in zip(voiced, files, strict=True)]
 
-    def narrate(language: Language) -> list[AudioChapter]:
-        texts, spent = _in_language(pages, gen.story.language, language)
+    # Every language's translation is asked for before any speech, so Sarvam (the
+    # busiest API) has work while a language's chapters are voiced one after another
+    # and uploaded; each language waits for its own, and a failed translation still
+    # fails only its language.
+    translated: dict[Language, Callable[[], Translated]] = {}
+
+    def narrate(language: Language) -> Narrating:
+        """Voice the language's chapters and start storing their files; `finish` waits
+        for the files, so the next language is voiced while these upload."""
+        texts, spent = translated[language]()
         usage.extend(spent)
         estimate = providers.speaker.seconds_per_char(language)
         plans = plan_at(texts, estimate)
@@ -180,7 +193,17 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
         voiced = first
         try:
             voiced = first + voice(plans[1:], language)
-            files = store(plans, voiced, language)
+            filing = file(plans, voiced, language)
+        except BaseException:
+            # What the voiced chapters cost counts even when the language then fails.
+            usage.extend(cost for _, costs in voiced for cost in costs)
+            raise
+        return Narrating(language, plans, voiced, filing)
+
+    def finish(narrating: Narrating) -> list[AudioChapter]:
+        language, plans, voiced = narrating.language, narrating.plans, narrating.voiced
+        try:
+            files = store(plans, voiced, language, narrating.filing)
         finally:
             # What the voiced chapters cost counts even when the language then fails.
             usage.extend(cost for _, costs in voiced for cost in costs)
@@ -211,17 +234,37 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
     failed: dict[Language, str] = {}
     for language in languages:
         try:
-            chapters = narrate(language)
+            translated[language] = _translate_ahead(pages, gen.story.language, language)
+        except AccountError:
+            raise
+        except Exception as exc:  # raised again when the language is narrated
+            translated[language] = _raise(exc)
+
+    def failing(language: Language, exc: Exception) -> None:
+        # This language failed after its retries: the book keeps the others, and
+        # narrating this one again later costs only this one.
+        reason = f"{type(exc).__name__}: {exc}"
+        get_run_logger().error("%s narration failed: %s", language, reason)
+        gen.save_narration_failure(language, reason)
+        failed[language] = reason
+        progress.advance(f"{language} failed")
+
+    voiced_in: list[Narrating] = []
+    for language in languages:
+        try:
+            voiced_in.append(narrate(language))
         except AccountError:
             raise  # the account is refused: every language would fail the same way
         except Exception as exc:
-            # This language failed after its retries: the book keeps the others, and
-            # narrating this one again later costs only this one.
-            reason = f"{type(exc).__name__}: {exc}"
-            get_run_logger().error("%s narration failed: %s", language, reason)
-            gen.save_narration_failure(language, reason)
-            failed[language] = reason
-            progress.advance(f"{language} failed")
+            failing(language, exc)
+    for narrating in voiced_in:
+        language = narrating.language
+        try:
+            chapters = finish(narrating)
+        except AccountError:
+            raise
+        except Exception as exc:
+            failing(language, exc)
             continue
         gen.save_chapters(language, chapters)
         chapters_by_language[language] = chapters
@@ -253,12 +296,17 @@ def _narrate(gen: Generation, only: list[Language] | None, *, standalone: bool) 
     )
 
 
-def _in_language(
+Translated = tuple[list[tuple[int, str]], list[Usage]]  # (page, text) in order; the cost
+
+
+def _translate_ahead(
     pages: list[Page], source: Language, target: Language
-) -> tuple[list[tuple[int, str]], list[Usage]]:
-    """The pages' text in the target language, page by page so chapters keep their pages."""
+) -> Callable[[], Translated]:
+    """Ask for the pages' text in the target language now, page by page so chapters keep
+    their pages; the returned call waits for it (and raises what translating raised)."""
     if target == source:
-        return [(p.number, p.text) for p in pages], []
+        same: Translated = ([(p.number, p.text) for p in pages], [])
+        return lambda: same
     translator = services.providers().translator
     if translator.name.startswith("offline"):
         get_run_logger().warning(
@@ -266,29 +314,51 @@ def _in_language(
             target, source,
         )  # fmt: skip
     pieces = [chunk_text(page.text, translator.max_chars) for page in pages]
-    done = iter(
-        submit_many(
-            translate,
-            [
-                (piece, source, target, services.providers().notes["translation"])
-                for ps in pieces
-                for piece in ps
-            ],
-        )
+    futures = submit_many(
+        translate,
+        [
+            (piece, source, target, services.providers().notes["translation"])
+            for ps in pieces
+            for piece in ps
+        ],
     )
-    texts: list[tuple[int, str]] = []
-    usage: list[Usage] = []
-    for page, page_pieces in zip(pages, pieces, strict=True):
-        written = []
-        for _ in page_pieces:
-            translated, cost = paid(next(done))
-            written.append(translated)
-            usage.append(cost)
-        texts.append((page.number, " ".join(w.text for w in written)))
-    return texts, usage
+
+    def collect() -> Translated:
+        done = iter(futures)
+        texts: list[tuple[int, str]] = []
+        usage: list[Usage] = []
+        for page, page_pieces in zip(pages, pieces, strict=True):
+            written = []
+            for _ in page_pieces:
+                translated, cost = paid(next(done))
+                written.append(translated)
+                usage.append(cost)
+            texts.append((page.number, " ".join(w.text for w in written)))
+        return texts, usage
+
+    return collect
+
+
+def _raise(exc: Exception) -> Callable[[], Translated]:
+    def again() -> Translated:
+        raise exc
+
+    return again
 
 
 Voiced = tuple[KeptChapter, list[Usage]]  # a chapter, and what voicing it cost this run
+# Each chapter's file being stored (None: its kept file is gone and it must be voiced again).
+Filing = list[PrefectFuture[StoredMedia] | PrefectFuture[StoredMedia | None]]
+
+
+@dataclass
+class Narrating:
+    """A language voiced, its files on their way to the media store."""
+
+    language: Language
+    plans: list[ChapterPlan]
+    voiced: list[Voiced]
+    filing: Filing
 
 
 def _stored(
