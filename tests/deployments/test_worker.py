@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -47,8 +48,15 @@ PREFECT = [sys.executable, "-m", "prefect"]
 BIN = Path(sys.executable).parent
 WORKER = [sys.executable, "-m", "deployments.worker"]
 
-# Generous functional bounds, not benchmarks: the worker polls every second.
-PICKUP_BOUND_SECONDS = 5.0
+# A functional bound, not a benchmark: the worker polls every second. Five runs 2 s
+# apart: a worker polling every 10 s (Prefect's default) picks them up after x, x+2,
+# ..., x+8 s (x < 2, mod 10), so the middle one waits at least 4 s whatever its phase;
+# one polling every second leaves the median well under that, even on a loaded
+# machine where a single pickup can take many seconds (seen: 17 s beside the system
+# tests, the other two under 4 s).
+PICKUP_RUNS = 5
+PICKUP_SPACING_SECONDS = 2.0
+PICKUP_MEDIAN_BOUND_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -269,17 +277,16 @@ def test_new_runs_are_picked_up_within_seconds(
     warm_up = submit(client, deployment, tmp_path / "warm-up")
     assert state_of(final(client, warm_up.id, 120, worker)).is_completed()
 
-    # Three runs 3 s apart: whatever its phase, a worker polling every 10 s (Prefect's
-    # default) cannot pick all three up within 5 s; one polling every second does.
+    # Runs a little apart, so that the worker's polling phase shows (PICKUP_RUNS).
     runs: list[FlowRun] = []
-    for index in range(3):
+    for index in range(PICKUP_RUNS):
         if runs:
-            time.sleep(3)
+            time.sleep(PICKUP_SPACING_SECONDS)
         runs.append(submit(client, deployment, tmp_path / f"run-{index}"))
 
     pickups, starts = [], []
     for index, run in enumerate(runs):
-        done = final(client, run.id, 60, worker)
+        done = final(client, run.id, 120, worker)
         assert state_of(done).is_completed(), done.state
         assert run.expected_start_time is not None
         assert done.start_time is not None
@@ -295,7 +302,10 @@ def test_new_runs_are_picked_up_within_seconds(
         + ", ".join(f"{seconds:.2f}" for seconds in starts)
         + " s"
     )
-    assert max(pickups) < PICKUP_BOUND_SECONDS, (pickups, worker.log()[-3000:])
+    assert statistics.median(pickups) < PICKUP_MEDIAN_BOUND_SECONDS, (
+        pickups,
+        worker.log()[-3000:],
+    )
 
     worker.terminate()
     assert worker.wait(30) == 0
