@@ -268,3 +268,112 @@ page and narration in en-IN (its language) and hi-IN (translated page by page fi
   peak.
 
 """
+
+
+# --- The scale run (`--scale W`): a section of its own, kept when the page is rewritten --
+
+SCALE_BEGIN = "<!-- scale run: written by bench/pipeline.py --scale -->"
+SCALE_END = "<!-- end of scale run -->"
+
+
+@dataclass
+class ScaleFigures:
+    stories: int
+    workers: int  # per pool
+    command: str
+    when: str
+    machine: dict[str, str]
+    batch_wall: float
+    bounds: dict[str, float]
+    busiest: str
+    batch_busy: float  # share
+    batch_latency: tuple[float, float]
+    paid_per_story: float
+    minimum: int  # paid calls one story needs
+    repeated: int
+    peaks: dict[str, float]  # per worker (its key: "story", "story-2", ...)
+    failed: list[str]
+    bench_seconds: float
+
+
+def scale_rows(f: ScaleFigures) -> list[Row]:
+    bound = f.bounds[f.busiest]
+    ratio = f.batch_wall / bound if bound else float("inf")
+    found: list[Row] = [
+        (f"batch of {f.stories}: submit to last complete", f"{f.batch_wall:.1f} s",
+         f"{f.batch_wall / f.stories:.1f} s a story", ""),
+        (f"batch: bound ({f.busiest})", f"{bound:.1f} s", "", ""),
+        ("batch: wall / bound", f"{ratio:.2f}", f"<= {GOAL_BATCH}", _verdict(ratio <= GOAL_BATCH)),
+        ("provider busy time, batch", f"{f.batch_busy:.0%} of wall", "", ""),
+        ("scheduling latency, batch (median / worst)",
+         f"{f.batch_latency[0]:.1f} / {f.batch_latency[1]:.1f} s",
+         f"median < {GOAL_LATENCY:.0f} s", _verdict(f.batch_latency[0] < GOAL_LATENCY)),
+        ("cost: paid calls per story", f"{f.paid_per_story:.1f}", f"minimum {f.minimum}",
+         _verdict(f.paid_per_story <= f.minimum)),
+        ("cost: repeated paid calls", f"{f.repeated}", "0", _verdict(f.repeated == 0)),
+        ("memory: peak RSS per worker tree",
+         ", ".join(f"{key} {mib:.0f} MiB" for key, mib in f.peaks.items()), "", ""),
+    ]  # fmt: skip
+    if f.failed:
+        found.append(("runs that did not complete", "; ".join(f.failed), "none", "missed"))
+    return found
+
+
+def render_scale_table(f: ScaleFigures) -> None:
+    table = Table(
+        title=f"storyloom scale run ({f.when}, {f.workers} workers per pool, "
+        f"PostgreSQL and Redis, {f.machine['cores']} cores)"
+    )
+    for name in ("figure", "measured", "goal / detail", ""):
+        table.add_column(name, overflow="fold")
+    for row in scale_rows(f):
+        table.add_row(*row)
+    console = Console(width=160)
+    console.print(table)
+    console.print(f"the scale run took {f.bench_seconds:.0f} s in all")
+
+
+def render_scale(f: ScaleFigures) -> str:
+    """The scale run's section of docs/performance.md, between its markers."""
+    table = ["| figure | measured | goal / detail | |", "|---|---|---|---|"]
+    table += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in scale_rows(f)]
+    m = f.machine
+    return "\n".join([
+        SCALE_BEGIN,
+        "## Scale: more workers per pool, on PostgreSQL and Redis",
+        "",
+        f"{f.when}, `{f.command}`: a batch of {f.stories} stories submitted at once to "
+        f"{f.workers} workers per pool, the Prefect server's messaging, causal ordering, "
+        "concurrency leases and background tasks on Redis and the task-cache lock on Redis "
+        "(docs/production.md), the Prefect and story databases on PostgreSQL; the pools' "
+        "limits and the per-API limits as above. The bound is computed as for the batch "
+        "above (the one story run first gives the pools' shares). Machine: "
+        f"{m['cores']} cores ({m['cpu']}), {m['ram']} RAM. The whole run took "
+        f"{f.bench_seconds:.0f} s.",
+        "",
+        *table,
+        "",
+        SCALE_END,
+    ])  # fmt: skip
+
+
+def scale_section(page: str) -> str | None:
+    """The scale run's section of a page, markers included, if it has one."""
+    begin, end = page.find(SCALE_BEGIN), page.find(SCALE_END)
+    if begin < 0 or end < begin:
+        return None
+    return page[begin : end + len(SCALE_END)]
+
+
+def with_scale_section(page: str, section: str | None) -> str:
+    """The page with its scale section replaced by `section` (or put before the tuning
+    log); the page as it is when there is none."""
+    if section is None:
+        return page
+    old = scale_section(page)
+    if old is not None:
+        return page.replace(old, section)
+    at = page.find("\n## Tuning log")
+    if at < 0:
+        return page.rstrip("\n") + "\n\n" + section + "\n"
+    return page[: at + 1] + section + "\n\n" + page[at + 1 :]

@@ -49,13 +49,29 @@ from bench.calls import (
     repeated,
     story_plan,
 )
-from bench.performance import Figures, render_markdown, render_table
+from bench.performance import (
+    Figures,
+    ScaleFigures,
+    render_markdown,
+    render_scale,
+    render_scale_table,
+    render_table,
+    scale_section,
+    with_scale_section,
+)
 from storyloom.limits import CLOUDINARY, GEMINI_IMAGE, GEMINI_TEXT, SARVAM
 from storyloom.models import LifeStage, LifeStory, parse_story
 from storyloom.settings import Settings
 from storyloom.store.repository import StoryStore
 from tests.fakes.stack import Fakes
-from tests.system.cluster import POOLS, SAMPLE, Cluster, add_story, working_cluster
+from tests.system.cluster import (
+    POOLS,
+    SAMPLE,
+    Cluster,
+    add_story,
+    redis_env,
+    working_cluster,
+)
 
 ROOT = Path(__file__).parents[1]
 # The issue asks for 50; at today's pace (about 160 s a story in a batch on two cores)
@@ -69,6 +85,9 @@ LATENCY = {"text": 1.0, "image": 2.0, "speech": 0.5, "upload": 0.2}
 EDITED_STAGE, EDITED_MEMORY = LifeStage.CHILDHOOD, 4  # a memory inside the stage, not at its edges
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 SAMPLE_SECONDS = 0.5
+# The scale run's Redis: database n for Prefect's messaging, n + 1 for its docket, n + 2
+# for the task-cache lock; all three are emptied first (they are the benchmark's own).
+SCALE_REDIS = os.environ.get("STORYLOOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 
 
 def _default(name: str) -> Any:
@@ -404,6 +423,79 @@ def measure(
     return figures(one, rerun, edit, batch, stories, command, offset, setup_seconds, started)
 
 
+def critical_paths(one: Phase) -> tuple[float, float, float]:
+    """The one story's critical path, and its illustrations' and narration's branches."""
+    apis = limits()
+    paid_one = [c for c in one.calls if c.paid and c.status < 400]
+    return (
+        critical_path(story_plan(one.calls), apis),
+        critical_path(illustrations_plan(paid_one), apis),
+        critical_path(narration_plan(paid_one), apis),
+    )
+
+
+def batch_bounds(one: Phase, batch: Phase, stories: int) -> dict[str, float]:
+    """Each limited resource's bound on the batch (see docs/performance.md, Method)."""
+    cp, cp_images, cp_audio = critical_paths(one)
+    bounds = {
+        f"{api} API": api_bound([c.duration for c in batch.calls if c.api == api], limit)
+        for api, limit in limits().items()
+    }
+    return bounds | {
+        f"story pool ({POOLS['story']} slots)": pool_bound(stories, cp, POOLS["story"]),
+        f"images pool ({POOLS['images']} slot)": pool_bound(stories, cp_images, POOLS["images"]),
+        f"audio pool ({POOLS['audio']} slots)": pool_bound(stories, cp_audio, POOLS["audio"]),
+    }
+
+
+def measure_scale(stories: int, workers: int, command: str) -> ScaleFigures:
+    """The batch on the scale-out topology: `workers` workers per pool, Prefect's server
+    on PostgreSQL and Redis, the task-cache lock on Redis. The one story first, alone,
+    for the pools' shares of the bound."""
+    import redis
+
+    started = time.monotonic()
+    base, _, db = SCALE_REDIS.rpartition("/")
+    urls = [f"{base}/{int(db) + n}" for n in range(3)]
+    for url in urls:
+        redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
+    env = redis_env(urls[0], urls[2])
+    with tempfile.TemporaryDirectory(prefix="storyloom-bench-scale-") as tmp:
+        print(f"starting the cluster ({workers} workers per pool, Redis) in {tmp} ...")
+        with working_cluster(Path(tmp), env, workers_per_pool=workers) as cluster:
+            set_latencies(cluster.fakes)
+            prefect = Prefect(cluster.api_url)
+            print("one story ...", flush=True)
+            add_story(cluster, "bench-one")
+            one = run_phase(prefect, cluster, ["bench-one"], timeout=600)
+            print(f"  {one.wall:.1f} s; a batch of {stories} ...", flush=True)
+            ids = [f"bench-batch-{i:03d}" for i in range(1, stories + 1)]
+            for story_id in ids:
+                add_story(cluster, story_id)
+            batch = run_phase(prefect, cluster, ids, timeout=4 * 3600, sample=True)
+            print(f"  {batch.wall:.1f} s; stopping the cluster ...", flush=True)
+    bounds = batch_bounds(one, batch, stories)
+    return ScaleFigures(
+        stories=stories,
+        workers=workers,
+        command=command,
+        when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        batch_wall=batch.wall,
+        bounds=bounds,
+        busiest=max(bounds, key=lambda name: bounds[name]),
+        batch_busy=busy_share(batch.spans(time.time() - time.monotonic()), batch.start, batch.end),
+        batch_latency=median_and_worst(batch.latencies()),
+        paid_per_story=sum(paid_by_kind(batch.calls).values()) / stories,
+        minimum=sum(minimum(one.calls).values()),
+        repeated=repeated(one.calls + batch.calls),
+        peaks=batch.peaks,
+        failed=[f"{name}: {', '.join(p.failed)}" for name, p in
+                (("one", one), ("batch", batch)) if p.failed],
+        bench_seconds=time.monotonic() - started,
+    )  # fmt: skip
+
+
 def figures(
     one: Phase,
     rerun: Phase,
@@ -417,20 +509,8 @@ def figures(
 ) -> Figures:
     apis = limits()
     plan = story_plan(one.calls)
-    paid_one = [c for c in one.calls if c.paid and c.status < 400]
-    cp = critical_path(plan, apis)
-    cp_images = critical_path(illustrations_plan(paid_one), apis)
-    cp_audio = critical_path(narration_plan(paid_one), apis)
-
-    bounds = {
-        f"{api} API": api_bound([c.duration for c in batch.calls if c.api == api], limit)
-        for api, limit in apis.items()
-    }
-    bounds |= {
-        f"story pool ({POOLS['story']} slots)": pool_bound(stories, cp, POOLS["story"]),
-        f"images pool ({POOLS['images']} slot)": pool_bound(stories, cp_images, POOLS["images"]),
-        f"audio pool ({POOLS['audio']} slots)": pool_bound(stories, cp_audio, POOLS["audio"]),
-    }
+    cp, cp_images, cp_audio = critical_paths(one)
+    bounds = batch_bounds(one, batch, stories)
     busiest = max(bounds, key=lambda name: bounds[name])
 
     one_busy = union_seconds(one.spans(offset), one.start, one.end)
@@ -495,17 +575,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--one", action="store_true", help="only the one story, with its timeline (tuning)"
     )
+    parser.add_argument(
+        "--scale", type=int, nargs="?", const=2, metavar="W",
+        help="the batch alone on W workers per pool (2 if not given), on PostgreSQL and"
+        " Redis: its own section of the page",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     stories = args.stories or (QUICK_STORIES if args.quick else DEFAULT_STORIES)
     given = sys.argv[1:] if argv is None else argv
     command = "make bench-pipeline" + (f' ARGS="{" ".join(given)}"' if given else "")
+    old = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+    if args.scale is not None:
+        scaled = measure_scale(stories, max(args.scale, 1), command)
+        render_scale_table(scaled)
+        if not args.no_write:
+            page = old or "# Performance: how close to its limits the pipeline runs\n"
+            args.output.write_text(
+                with_scale_section(page, render_scale(scaled)), encoding="utf-8"
+            )
+            print(f"wrote {args.output}")
+        return 0
     trace = args.trace or (ROOT / "var" / "bench" / "one-story.json" if args.one else None)
     found = measure(stories, command, one_only=args.one, trace=trace)
     if found is None:
         return 0
     render_table(found)
     if not args.no_write:
-        args.output.write_text(render_markdown(found))
+        # The scale run's section stays until the next scale run replaces it.
+        page = with_scale_section(render_markdown(found), scale_section(old))
+        args.output.write_text(page, encoding="utf-8")
         print(f"wrote {args.output}")
     return 0
 

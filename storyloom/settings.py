@@ -156,8 +156,13 @@ class Settings(BaseSettings):
     # Sarvam's starter plan allows 30 requests a minute: 0.5 a second.
     sarvam_in_flight: int = Field(4, ge=1)
     sarvam_per_second: float = Field(0.5, gt=0)
+    # Cloudinary's Upload API (upload, destroy, the signed download the book's files
+    # read through) has no per-second quota ("Upload API methods can be used as
+    # needed"); only the Admin API counts calls, by the hour (500 to 2,000), and
+    # storyloom calls it only to delete a story's files. The rate is a courtesy cap: at
+    # 2 a second it held the book's 38 reads to 17.5 s (docs/performance.md, entry 5).
     cloudinary_in_flight: int = Field(8, ge=1)
-    cloudinary_per_second: float = Field(2.0, gt=0)
+    cloudinary_per_second: float = Field(10.0, gt=0)
 
     # Where failed and crashed runs are reported: a plain webhook (setup keeps a Webhook
     # block named alert_webhook_block with this URL), and/or an existing notification

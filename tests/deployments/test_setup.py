@@ -61,7 +61,7 @@ API_LIMITS = {
     "api:sarvam": (4, 0.0),
     "rate:sarvam": (4, 0.5),
     "api:cloudinary": (8, 0.0),
-    "rate:cloudinary": (8, 2.0),
+    "rate:cloudinary": (8, 10.0),
 }
 DEPLOYMENTS = {
     "story/generate": "story",

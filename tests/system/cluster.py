@@ -59,13 +59,16 @@ class Cluster:
         for worker in self.workers.values():
             _stop(worker)
 
-    def start_worker(self, pool: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"worker-{pool}.log").open("ab")
+    def start_worker(self, pool: str, key: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker for `pool`, kept under `key` in `workers` (the pool's name unless
+        given: a second worker of a pool needs a key of its own)."""
+        key = key or pool
+        log = (self.logs / f"worker-{key}.log").open("ab")
         worker = subprocess.Popen(
             [str(BIN / "storyloom"), "worker", "--pool", pool], env=self.env, cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        self.workers[pool] = worker
+        self.workers[key] = worker
         return worker
 
 
@@ -91,6 +94,22 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: flo
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def redis_env(url: str, locks_url: str) -> dict[str, str]:
+    """The scale-out settings of docs/production.md: the server's event messaging, causal
+    ordering, concurrency leases and background tasks on Redis at `url` (its database n
+    and n+1 for the docket), and the task-cache lock at `locks_url`."""
+    base, _, db = url.rpartition("/")
+    return {
+        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": url,
+        "PREFECT_SERVER_DOCKET_URL": f"{base}/{int(db) + 1}",
+        "STORYLOOM_CACHE_LOCKS": locks_url,
+    }
 
 
 @contextmanager
@@ -173,13 +192,17 @@ SAMPLE = ROOT / "storyloom" / "samples" / "life-story.json"
 
 
 @contextmanager
-def working_cluster(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
-    """A cluster after `storyloom setup`, with one worker per pool."""
+def working_cluster(
+    tmp: Path, extra_env: Mapping[str, str] | None = None, workers_per_pool: int = 1
+) -> Iterator[Cluster]:
+    """A cluster after `storyloom setup`, with `workers_per_pool` workers per pool (kept
+    under the pool's name, then "<pool>-2", ...)."""
     with cluster(tmp, extra_env) as running:
         setup = running.run("storyloom", "setup")
         assert setup.returncode == 0, setup.stdout + setup.stderr
         for pool in POOLS:
-            running.start_worker(pool)
+            for n in range(1, workers_per_pool + 1):
+                running.start_worker(pool, pool if n == 1 else f"{pool}-{n}")
         yield running
 
 
