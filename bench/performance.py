@@ -135,17 +135,23 @@ def rows(f: Figures) -> list[Row]:
     return found
 
 
-def render_table(f: Figures) -> None:
-    table = Table(title=f"storyloom pipeline benchmark ({f.when}, {f.machine['cores']} cores)")
+def _print_table(title: str, found: list[Row], footer: str) -> None:
+    table = Table(title=title)
     for name in ("figure", "measured", "goal / detail", ""):
         table.add_column(name, overflow="fold")
-    for row in rows(f):
+    for row in found:
         table.add_row(*row)
     console = Console(width=160)
     console.print(table)
-    console.print(
+    console.print(footer)
+
+
+def render_table(f: Figures) -> None:
+    _print_table(
+        f"storyloom pipeline benchmark ({f.when}, {f.machine['cores']} cores)",
+        rows(f),
         f"cluster start and setup {f.setup_seconds:.0f} s; the benchmark took "
-        f"{f.bench_seconds:.0f} s in all; rerun {f.rerun_wall:.1f} s, edit {f.edit_wall:.1f} s"
+        f"{f.bench_seconds:.0f} s in all; rerun {f.rerun_wall:.1f} s, edit {f.edit_wall:.1f} s",
     )
 
 
@@ -153,9 +159,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(f: Figures) -> str:
+def _markdown_table(found: list[Row]) -> list[str]:
     table = ["| figure | measured | goal / detail | |", "|---|---|---|---|"]
-    table += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows(f)]
+    return table + ["| " + " | ".join(_cell(c) for c in row) + " |" for row in found]
+
+
+def render_markdown(f: Figures) -> str:
+    table = _markdown_table(rows(f))
     limits = ", ".join(
         f"{api} {lim.in_flight} in flight and {lim.per_second:g}/s" for api, lim in f.limits.items()
     )
@@ -320,23 +330,17 @@ def scale_rows(f: ScaleFigures) -> list[Row]:
 
 
 def render_scale_table(f: ScaleFigures) -> None:
-    table = Table(
-        title=f"storyloom scale run ({f.when}, {f.workers} workers per pool, "
-        f"PostgreSQL and Redis, {f.machine['cores']} cores)"
+    _print_table(
+        f"storyloom scale run ({f.when}, {f.workers} workers per pool, "
+        f"PostgreSQL and Redis, {f.machine['cores']} cores)",
+        scale_rows(f),
+        f"the scale run took {f.bench_seconds:.0f} s in all",
     )
-    for name in ("figure", "measured", "goal / detail", ""):
-        table.add_column(name, overflow="fold")
-    for row in scale_rows(f):
-        table.add_row(*row)
-    console = Console(width=160)
-    console.print(table)
-    console.print(f"the scale run took {f.bench_seconds:.0f} s in all")
 
 
 def render_scale(f: ScaleFigures) -> str:
     """The scale run's section of docs/performance.md, between its markers."""
-    table = ["| figure | measured | goal / detail | |", "|---|---|---|---|"]
-    table += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in scale_rows(f)]
+    table = _markdown_table(scale_rows(f))
     m = f.machine
     return "\n".join([
         SCALE_BEGIN,

@@ -312,6 +312,17 @@ def run_phase(
     return phase
 
 
+def run_batch(prefect: Prefect, cluster: Cluster, stories: int, timeout: float) -> Phase:
+    """`stories` copies of the sample under ids of their own, submitted at once, with
+    the workers' memory sampled."""
+    ids = [f"bench-batch-{i:03d}" for i in range(1, stories + 1)]
+    for story_id in ids:
+        add_story(cluster, story_id)
+    batch = run_phase(prefect, cluster, ids, timeout=timeout, sample=True)
+    print(f"  {batch.wall:.1f} s; stopping the cluster ...", flush=True)
+    return batch
+
+
 def add_edited_story(cluster: Cluster, story_id: str) -> None:
     """The story as add_story saved it, with one memory inside one stage changed (a
     word, so the stage keeps its share of the book and its pages)."""
@@ -415,11 +426,7 @@ def measure(
             edit = run_phase(prefect, cluster, ["bench-one"], timeout=600)
 
             print(f"  {edit.wall:.1f} s; a batch of {stories} ...", flush=True)
-            ids = [f"bench-batch-{i:03d}" for i in range(1, stories + 1)]
-            for story_id in ids:
-                add_story(cluster, story_id)
-            batch = run_phase(prefect, cluster, ids, timeout=3600, sample=True)
-            print(f"  {batch.wall:.1f} s; stopping the cluster ...", flush=True)
+            batch = run_batch(prefect, cluster, stories, timeout=3600)
     return figures(one, rerun, edit, batch, stories, command, offset, setup_seconds, started)
 
 
@@ -469,11 +476,7 @@ def measure_scale(stories: int, workers: int, command: str) -> ScaleFigures:
             add_story(cluster, "bench-one")
             one = run_phase(prefect, cluster, ["bench-one"], timeout=600)
             print(f"  {one.wall:.1f} s; a batch of {stories} ...", flush=True)
-            ids = [f"bench-batch-{i:03d}" for i in range(1, stories + 1)]
-            for story_id in ids:
-                add_story(cluster, story_id)
-            batch = run_phase(prefect, cluster, ids, timeout=4 * 3600, sample=True)
-            print(f"  {batch.wall:.1f} s; stopping the cluster ...", flush=True)
+            batch = run_batch(prefect, cluster, stories, timeout=4 * 3600)
     bounds = batch_bounds(one, batch, stories)
     return ScaleFigures(
         stories=stories,
