@@ -282,6 +282,7 @@ page and narration in en-IN (its language) and hi-IN (translated page by page fi
 
 # --- The scale run (`--scale W`): a section of its own, kept when the page is rewritten --
 
+CHILD_POOLS = ("images", "audio")  # a run holds its pool's slot from start to end
 SCALE_BEGIN = "<!-- scale run: written by bench/pipeline.py --scale -->"
 SCALE_END = "<!-- end of scale run -->"
 
@@ -304,6 +305,8 @@ class ScaleFigures:
     peaks: dict[str, float]  # per worker (its key: "story", "story-2", ...)
     failed: list[str]
     bench_seconds: float
+    pool_peaks: dict[str, int]  # the most runs of each pool Running at one moment
+    pool_limits: dict[str, int]
 
 
 def scale_rows(f: ScaleFigures) -> list[Row]:
@@ -321,6 +324,11 @@ def scale_rows(f: ScaleFigures) -> list[Row]:
         ("cost: paid calls per story", f"{f.paid_per_story:.1f}", f"minimum {f.minimum}",
          _verdict(f.paid_per_story <= f.minimum)),
         ("cost: repeated paid calls", f"{f.repeated}", "0", _verdict(f.repeated == 0)),
+        ("pools: most runs Running at once (limit)",
+         ", ".join(f"{pool} {n} ({f.pool_limits[pool]})" for pool, n in f.pool_peaks.items()),
+         "images, audio <= their limits (a story run that waited for its children resumes"
+         " outside its pool's limit)",
+         _verdict(all(f.pool_peaks[pool] <= f.pool_limits[pool] for pool in CHILD_POOLS))),
         ("memory: peak RSS per worker tree",
          ", ".join(f"{key} {mib:.0f} MiB" for key, mib in f.peaks.items()), "", ""),
     ]  # fmt: skip

@@ -63,7 +63,7 @@ from storyloom.limits import CLOUDINARY, GEMINI_IMAGE, GEMINI_TEXT, SARVAM
 from storyloom.models import LifeStage, LifeStory, parse_story
 from storyloom.settings import Settings
 from storyloom.store.repository import StoryStore
-from tests.fakes.stack import Fakes
+from tests.fakes.stack import Fakes, peak_overlap
 from tests.system.cluster import (
     POOLS,
     SAMPLE,
@@ -498,7 +498,21 @@ def measure_scale(stories: int, workers: int, command: str) -> ScaleFigures:
         failed=[f"{name}: {', '.join(p.failed)}" for name, p in
                 (("one", one), ("batch", batch)) if p.failed],
         bench_seconds=time.monotonic() - started,
+        pool_peaks=pool_peaks(batch.runs),
+        pool_limits=dict(POOLS),
     )  # fmt: skip
+
+
+def pool_peaks(runs: list[Run]) -> dict[str, int]:
+    """Per pool, the most of its runs Running at one moment (first Running to end, from
+    the runs' state histories). Prefect counts a pool's active runs without a lock, so
+    two workers polling at once can each take its last slot."""
+    return {
+        pool: peak_overlap(
+            (r.running, r.end) for r in runs if r.pool == pool and r.running and r.end
+        )
+        for pool in POOLS
+    }
 
 
 def figures(

@@ -40,3 +40,20 @@ def test_a_page_without_a_tuning_log_gets_the_section_at_its_end() -> None:
     page = with_scale_section("# Performance\n", section("4 stories"))
     assert page.startswith("# Performance\n\n" + SCALE_BEGIN)
     assert page.endswith(SCALE_END + "\n")
+
+
+def test_pool_peaks_count_runs_running_at_once_per_pool() -> None:
+    from uuid import uuid4
+
+    from bench.pipeline import Run, pool_peaks
+
+    def run(pool: str, running: float | None, end: float | None) -> Run:
+        return Run(uuid4(), "narration", pool, "COMPLETED", 0.0, running, end)
+
+    runs = [
+        run("audio", 10, 50), run("audio", 20, 60), run("audio", 40, 45),  # 3 at 40-45
+        run("audio", 60, 70),  # starts as one ends: not at once
+        run("images", 0, 10), run("images", 10, 20),
+        run("story", None, None),  # never ran
+    ]  # fmt: skip
+    assert pool_peaks(runs) == {"story": 0, "images": 1, "audio": 3}
