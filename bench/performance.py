@@ -127,11 +127,18 @@ def rows(f: Figures) -> list[Row]:
          _kinds(f.edit_paid), ""),
         ("cost: repeated paid calls, all runs", f"{f.all_repeated}", "0",
          _verdict(f.all_repeated == 0)),
-        ("memory: peak RSS per worker tree, batch",
-         ", ".join(f"{pool} {mib:.0f} MiB" for pool, mib in f.peaks.items()), "", ""),
     ]  # fmt: skip
-    if f.failed:
-        found.append(("runs that did not complete", "; ".join(f.failed), "none", "missed"))
+    memory = "memory: peak RSS per worker tree, batch"
+    return found + _memory_and_failures(memory, f.peaks, f.failed)
+
+
+def _memory_and_failures(label: str, peaks: dict[str, float], failed: list[str]) -> list[Row]:
+    """The table's last rows: each worker tree's peak memory, then any run that failed."""
+    found: list[Row] = [
+        (label, ", ".join(f"{key} {mib:.0f} MiB" for key, mib in peaks.items()), "", "")
+    ]
+    if failed:
+        found.append(("runs that did not complete", "; ".join(failed), "none", "missed"))
     return found
 
 
@@ -329,12 +336,8 @@ def scale_rows(f: ScaleFigures) -> list[Row]:
          "images, audio <= their limits (a story run that waited for its children resumes"
          " outside its pool's limit)",
          _verdict(all(f.pool_peaks[pool] <= f.pool_limits[pool] for pool in CHILD_POOLS))),
-        ("memory: peak RSS per worker tree",
-         ", ".join(f"{key} {mib:.0f} MiB" for key, mib in f.peaks.items()), "", ""),
     ]  # fmt: skip
-    if f.failed:
-        found.append(("runs that did not complete", "; ".join(f.failed), "none", "missed"))
-    return found
+    return found + _memory_and_failures("memory: peak RSS per worker tree", f.peaks, f.failed)
 
 
 def render_scale_table(f: ScaleFigures) -> None:

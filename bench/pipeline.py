@@ -443,9 +443,12 @@ def critical_paths(one: Phase) -> tuple[float, float, float]:
     )
 
 
-def batch_bounds(one: Phase, batch: Phase, stories: int) -> dict[str, float]:
-    """Each limited resource's bound on the batch (see docs/performance.md, Method)."""
-    cp, cp_images, cp_audio = critical_paths(one)
+def batch_bounds(
+    paths: tuple[float, float, float], batch: Phase, stories: int
+) -> dict[str, float]:
+    """Each limited resource's bound on the batch (see docs/performance.md, Method), with
+    the one story's critical paths (critical_paths) giving the pools' shares."""
+    cp, cp_images, cp_audio = paths
     bounds = {
         f"{api} API": api_bound([c.duration for c in batch.calls if c.api == api], limit)
         for api, limit in limits().items()
@@ -468,7 +471,7 @@ def measure_scale(stories: int, workers: int, command: str) -> ScaleFigures:
     urls = [f"{base}/{int(db) + n}" for n in range(3)]
     for url in urls:
         redis.Redis.from_url(url, socket_connect_timeout=5).flushdb()
-    env = redis_env(urls[0], urls[2])
+    env = redis_env(*urls)
     with tempfile.TemporaryDirectory(prefix="storyloom-bench-scale-") as tmp:
         print(f"starting the cluster ({workers} workers per pool, Redis) in {tmp} ...")
         with working_cluster(Path(tmp), env, workers_per_pool=workers) as cluster:
@@ -479,7 +482,7 @@ def measure_scale(stories: int, workers: int, command: str) -> ScaleFigures:
             one = run_phase(prefect, cluster, ["bench-one"], timeout=600)
             print(f"  {one.wall:.1f} s; a batch of {stories} ...", flush=True)
             batch = run_batch(prefect, cluster, stories, timeout=4 * 3600)
-    bounds = batch_bounds(one, batch, stories)
+    bounds = batch_bounds(critical_paths(one), batch, stories)
     return ScaleFigures(
         stories=stories,
         workers=workers,
@@ -528,8 +531,8 @@ def figures(
 ) -> Figures:
     apis = limits()
     plan = story_plan(one.calls)
-    cp, cp_images, cp_audio = critical_paths(one)
-    bounds = batch_bounds(one, batch, stories)
+    cp, cp_images, cp_audio = paths = critical_paths(one)
+    bounds = batch_bounds(paths, batch, stories)
     busiest = max(bounds, key=lambda name: bounds[name])
 
     one_busy = union_seconds(one.spans(offset), one.start, one.end)

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     # read through) has no per-second quota ("Upload API methods can be used as
     # needed"); only the Admin API counts calls, by the hour (500 to 2,000), and
     # storyloom calls it only to delete a story's files. The rate is a courtesy cap: at
-    # 2 a second it held the book's 38 reads to 17.5 s (docs/performance.md, entry 5).
+    # 2 a second it held the book's 38 reads to 18 s (docs/performance.md, entry 5).
     cloudinary_in_flight: int = Field(8, ge=1)
     cloudinary_per_second: float = Field(10.0, gt=0)
 

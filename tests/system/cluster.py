@@ -96,18 +96,17 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: flo
             process.wait(timeout=10)
 
 
-def redis_env(url: str, locks_url: str) -> dict[str, str]:
+def redis_env(url: str, docket_url: str, locks_url: str) -> dict[str, str]:
     """The scale-out settings of docs/production.md: the server's event messaging, causal
-    ordering, concurrency leases and background tasks on Redis at `url` (its database n
-    and n+1 for the docket), and the task-cache lock at `locks_url`."""
-    base, _, db = url.rpartition("/")
+    ordering and concurrency leases on Redis at `url`, its background tasks (the docket)
+    at `docket_url`, and the task-cache lock at `locks_url`."""
     return {
         "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
         "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
         "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
         "PREFECT_REDIS_MESSAGING_URL": url,
-        "PREFECT_SERVER_DOCKET_URL": f"{base}/{int(db) + 1}",
+        "PREFECT_SERVER_DOCKET_URL": docket_url,
         "STORYLOOM_CACHE_LOCKS": locks_url,
     }
 
